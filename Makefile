@@ -1,0 +1,123 @@
+# eoslab: Rust tests, headless notebook execution and HTML reports.
+#
+#   make reports        execute notebooks/*.ipynb -> reports/ (executed .ipynb, .html, index.html)
+#   make test           cargo test --workspace, then execute every notebook (fails on any error)
+#   make setup          .venv/ with the pinned nbconvert stack + evcxr_jupyter kernel `rust`
+#   make clean-reports  remove reports/
+#   make clean-notebook-cache   remove the evcxr build dir and :cache (next run compiles cold)
+#
+# Knobs (make VAR=... or environment):
+#   NOTEBOOKS        subset to run: names, stems or globs in notebooks/ (default: all, sorted)
+#   REPORTS_DIR      output of `make reports` (default: reports)
+#   NB_TEST_DIR      output of the notebook part of `make test` (default: target/notebook-test)
+#   PYTHON           interpreter used to create .venv (default: python3, >= 3.10)
+#   NB_CELL_TIMEOUT  seconds per cell (default 10800, minimum 1800)
+#   EVCXR_TMPDIR     evcxr build dir shared by all kernels (default: target/evcxr)
+#   CARGO_PROFILE_DEV_{OPT_LEVEL,DEBUG_ASSERTIONS,OVERFLOW_CHECKS}
+#                    compile settings of notebook code; tests/run_notebooks.py defaults them
+#                    to 3 / false / false (DESIGN.md section 3)
+#   CARGO_TEST_FLAGS extra flags for cargo test (e.g. --locked)
+# Nothing outside the project is written except the cargo-installed evcxr_jupyter binary
+# (~/.cargo/bin) and cargo's own registry cache.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+ROOT := $(abspath $(dir $(lastword $(MAKEFILE_LIST))))
+PYTHON ?= python3
+VENV := $(ROOT)/.venv
+VPY := $(VENV)/bin/python
+REQUIREMENTS := $(ROOT)/requirements-notebooks.txt
+VENV_STAMP := $(VENV)/.requirements-installed
+
+EVCXR_VERSION := 0.22.0
+CARGO_BIN_DIR := $(or $(CARGO_INSTALL_ROOT),$(CARGO_HOME),$(HOME)/.cargo)/bin
+EVCXR_BIN := $(CARGO_BIN_DIR)/evcxr_jupyter
+
+NOTEBOOKS ?=
+REPORTS_DIR ?= $(ROOT)/reports
+NB_TEST_DIR ?= $(ROOT)/target/notebook-test
+CARGO_TEST_FLAGS ?=
+
+# Project-local Jupyter: the `rust` kernelspec lives in .venv/share/jupyter/kernels/rust and
+# user-level Jupyter config/kernels (~/.jupyter, ~/.local/share/jupyter) are not consulted.
+# evcxr_jupyter --install writes to $JUPYTER_PATH/kernels/rust (a single directory).
+export JUPYTER_PATH := $(VENV)/share/jupyter
+export JUPYTER_DATA_DIR := $(VENV)/share/jupyter
+export JUPYTER_CONFIG_DIR := $(VENV)/etc/jupyter
+export JUPYTER_RUNTIME_DIR := $(ROOT)/target/jupyter-runtime
+export JUPYTER_PLATFORM_DIRS := 1
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+RUN_NOTEBOOKS := $(VPY) $(ROOT)/tests/run_notebooks.py --notebooks-dir $(ROOT)/notebooks
+
+# Phase timing: $(T0) ... ; $(call T1,label)   (label without commas)
+T0 := t0=$$(date +%s)
+T1 = echo "== $(1): $$(( $$(date +%s) - t0 )) s"
+
+.PHONY: help setup venv kernel reports test test-rust test-notebooks clean-reports \
+        clean-notebook-cache clean-venv
+
+help:
+	@sed -n '2,/^$$/p' $(lastword $(MAKEFILE_LIST)) | sed 's/^# \{0,1\}//'
+
+setup: venv kernel
+
+venv: $(VENV_STAMP)
+
+$(VENV_STAMP): $(REQUIREMENTS)
+	@echo "== venv: $(VENV)"
+	@$(T0); \
+	  $(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "Python >= 3.10 is needed for .venv (set PYTHON=...)")'; \
+	  if [ ! -x "$(VPY)" ]; then \
+	    $(PYTHON) -m venv "$(VENV)" || { rm -rf "$(VENV)"; $(PYTHON) -m venv --without-pip "$(VENV)"; }; \
+	  fi; \
+	  if "$(VPY)" -m pip --version >/dev/null 2>&1; then pip=("$(VPY)" -m pip); \
+	  else pip=($(PYTHON) -m pip --python "$(VPY)"); fi; \
+	  "$${pip[@]}" install --quiet --no-input -r "$(REQUIREMENTS)"; \
+	  touch "$@"; \
+	  $(call T1,venv + pip install)
+
+# Install evcxr_jupyter only if `cargo install --list` does not show this version, then register
+# the kernel for this machine (kernel.json holds the absolute path of the binary).
+kernel: venv
+	@$(T0); \
+	  installed=$$(cargo install --list); \
+	  if grep -q '^evcxr_jupyter v$(EVCXR_VERSION):' <<<"$$installed"; then \
+	    echo "evcxr_jupyter v$(EVCXR_VERSION) already installed"; \
+	  else \
+	    echo "installing evcxr_jupyter $(EVCXR_VERSION) with cargo (about 10 min on 2 cores)"; \
+	    cargo install evcxr_jupyter --version $(EVCXR_VERSION) --locked; \
+	  fi; \
+	  $(call T1,evcxr_jupyter $(EVCXR_VERSION))
+	@test -x "$(EVCXR_BIN)" || { echo "error: $(EVCXR_BIN) not found (CARGO_HOME/CARGO_INSTALL_ROOT?)"; exit 1; }
+	@"$(EVCXR_BIN)" --install >/dev/null
+	@"$(VPY)" -c 'from jupyter_client.kernelspec import KernelSpecManager as M; \
+	  s = M().get_kernel_spec("rust"); print("kernel rust:", s.resource_dir, "->", s.argv[0])'
+
+reports: setup
+	@$(T0); rc=0; \
+	  $(RUN_NOTEBOOKS) --output-dir "$(REPORTS_DIR)" $(NOTEBOOKS) || rc=$$?; \
+	  $(call T1,notebooks to $(REPORTS_DIR)); exit $$rc
+
+test:
+	@$(MAKE) --no-print-directory test-rust
+	@$(MAKE) --no-print-directory test-notebooks
+
+test-rust:
+	@$(T0); cargo test --workspace $(CARGO_TEST_FLAGS); $(call T1,cargo test --workspace)
+
+test-notebooks: setup
+	@$(T0); rc=0; \
+	  $(RUN_NOTEBOOKS) --output-dir "$(NB_TEST_DIR)" $(NOTEBOOKS) || rc=$$?; \
+	  $(call T1,notebooks to $(NB_TEST_DIR)); exit $$rc
+
+clean-reports:
+	rm -rf "$(REPORTS_DIR)"
+
+clean-notebook-cache:
+	rm -rf "$(ROOT)/target/evcxr" "$(ROOT)/target/evcxr.lock" "$(ROOT)/.cache/evcxr" "$(NB_TEST_DIR)"
+
+clean-venv:
+	rm -rf "$(VENV)"

@@ -1,0 +1,200 @@
+//! Typed run configuration shared by notebooks and the command line.
+use crate::data::csv::LabelColumn;
+use crate::data::transform::Standardizer;
+use crate::data::{Dataset, cifar, csv, digits, tensors};
+use crate::loss::LossKind;
+use crate::model::{Activation, ModelSpec};
+use crate::sharpness::SharpnessConfig;
+use crate::{Error, Result};
+use candle_core::{DType, Device};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// Where the examples come from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum DataSource {
+    /// The shipped UCI digits (8x8, pixels 0..16; scaled to 0..1).
+    Digits,
+    /// CIFAR-10 binary batches in a directory (pixels scaled to 0..1).
+    Cifar10 {
+        /// Directory holding `data_batch_{1..5}.bin` and `test_batch.bin`.
+        dir: PathBuf,
+    },
+    /// A CSV of features and an integer label column (label in the last column).
+    Csv {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A safetensors file with `x` [n, d] and `y` [n].
+    Safetensors {
+        /// The file.
+        path: PathBuf,
+    },
+}
+
+/// How inputs are standardised (statistics from the training split only).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Standardize {
+    /// Leave inputs as loaded.
+    None,
+    /// Per-feature mean 0, std 1 (zero-variance features are only centred).
+    PerFeature,
+    /// CIFAR-10's published per-channel mean and std (the paper's choice).
+    Cifar10Channels,
+}
+
+/// Which examples, and how they are prepared.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DataConfig {
+    /// Source of the examples.
+    pub source: DataSource,
+    /// Classes to keep, relabelled 0..k in this order (`None` = all).
+    pub classes: Option<Vec<u32>>,
+    /// Training examples per class (`None` = all available).
+    pub train_per_class: Option<usize>,
+    /// Fraction held out per class as the test set, for sources without a test split.
+    pub test_fraction: f64,
+    /// Input standardisation.
+    pub standardize: Standardize,
+    /// Seed of the split and subsampling.
+    pub seed: u64,
+}
+
+impl DataConfig {
+    /// Load and prepare `(train, test)`.
+    pub fn load(&self) -> Result<(Dataset, Dataset)> {
+        let (train, test) = match &self.source {
+            DataSource::Digits => {
+                let mut d = digits::load()?;
+                d.scale(1.0 / 16.0);
+                let d = self.keep_classes(d)?;
+                d.split_per_class(self.test_fraction, self.seed)?
+            }
+            DataSource::Cifar10 { dir } => {
+                let (train, test) = match &self.classes {
+                    Some(c) => cifar::load_dir_classes(dir, c)?,
+                    None => cifar::load_dir(dir)?,
+                };
+                (train, test)
+            }
+            DataSource::Csv { path } => {
+                let d = self.keep_classes(csv::load(path, &LabelColumn::Last)?)?;
+                d.split_per_class(self.test_fraction, self.seed)?
+            }
+            DataSource::Safetensors { path } => {
+                let d = self.keep_classes(tensors::load(path)?)?;
+                d.split_per_class(self.test_fraction, self.seed)?
+            }
+        };
+        let mut train = match self.train_per_class {
+            Some(k) => train.subsample_per_class(k, self.seed)?,
+            None => train,
+        };
+        let mut test = test;
+        match self.standardize {
+            Standardize::None => {}
+            Standardize::PerFeature => {
+                let s = Standardizer::fit_per_feature(&train);
+                s.apply(&mut train)?;
+                s.apply(&mut test)?;
+            }
+            Standardize::Cifar10Channels => {
+                let shape = train.image_shape.ok_or_else(|| {
+                    Error::Config("cifar10-channels standardisation needs images".into())
+                })?;
+                let s = Standardizer::fixed_per_channel(
+                    &cifar::CIFAR10_MEAN,
+                    &cifar::CIFAR10_STD,
+                    shape,
+                )?;
+                s.apply(&mut train)?;
+                s.apply(&mut test)?;
+            }
+        }
+        Ok((train, test))
+    }
+
+    fn keep_classes(&self, d: Dataset) -> Result<Dataset> {
+        match &self.classes {
+            Some(c) => d.select_classes(c),
+            None => Ok(d),
+        }
+    }
+}
+
+/// Compute device: `cpu` or `cuda:N`.
+pub fn parse_device(s: &str) -> Result<Device> {
+    let s = s.trim().to_ascii_lowercase();
+    if s == "cpu" {
+        return Ok(Device::Cpu);
+    }
+    let ordinal = match s.strip_prefix("cuda") {
+        Some("") => 0,
+        Some(rest) => rest
+            .strip_prefix(':')
+            .and_then(|n| n.parse::<usize>().ok())
+            .ok_or_else(|| Error::Config(format!("device {s:?}: expected cpu or cuda:N")))?,
+        None => {
+            return Err(Error::Config(format!(
+                "device {s:?}: expected cpu or cuda:N"
+            )));
+        }
+    };
+    if !candle_core::utils::cuda_is_available() {
+        return Err(Error::Config(format!(
+            "device {s}: this eoslab was built without CUDA support (rebuild with `--features cuda`)"
+        )));
+    }
+    Ok(Device::new_cuda(ordinal)?)
+}
+
+/// Everything one training run needs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunConfig {
+    /// Data.
+    pub data: DataConfig,
+    /// Hidden widths of the MLP (input and output sizes come from the data).
+    pub hidden: Vec<usize>,
+    /// Hidden non-linearity.
+    pub activation: Activation,
+    /// Kaiming-normal multiplier (paper: 0.2).
+    pub init_scale: f64,
+    /// Training loss.
+    pub loss: LossKind,
+    /// Step size η.
+    pub lr: f64,
+    /// Heavy-ball momentum β.
+    pub momentum: f64,
+    /// Number of gradient-descent steps.
+    pub steps: usize,
+    /// Sharpness measurement.
+    pub sharpness: SharpnessConfig,
+    /// Steps before which t* is not searched for (early transients).
+    pub burn_in: usize,
+    /// `f32` or `f64`.
+    pub dtype: String,
+    /// `cpu` or `cuda:N`.
+    pub device: String,
+    /// Examples per forward pass (`None` = all).
+    pub chunk: Option<usize>,
+}
+
+impl RunConfig {
+    /// The MLP for a dataset with `d` inputs and `k` classes.
+    pub fn model_spec(&self, d: usize, k: usize) -> ModelSpec {
+        let mut widths = vec![d];
+        widths.extend(&self.hidden);
+        widths.push(k);
+        ModelSpec::mlp(&widths, self.activation)
+    }
+    /// Parsed dtype.
+    pub fn dtype(&self) -> Result<DType> {
+        crate::checkpoint::parse_dtype(&self.dtype)
+    }
+    /// Parsed device.
+    pub fn device(&self) -> Result<Device> {
+        parse_device(&self.device)
+    }
+}

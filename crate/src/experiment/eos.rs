@@ -1,0 +1,314 @@
+//! Claim `eos`: progressive sharpening and the edge of stability, for several step sizes and
+//! seeds. The notebook `00_edge_of_stability` and `eoslab claim eos` both call [`run`].
+use super::config::RunConfig;
+use super::verdict::{Verdict, median};
+use crate::Result;
+use crate::data::Dataset;
+use crate::model::{InitSpec, Model};
+use crate::objective::Objective;
+use crate::plot::{Figure, LinePlot};
+use crate::sharpness::{EosEntry, SharpnessRecord, SharpnessTracker};
+use crate::train::{GradientDescent, Observer, Progress, StepRecord};
+use polars::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// The experiment: one base run configuration, several step sizes, several seeds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EosConfig {
+    /// Base run (its `lr` is replaced by each of `lrs`).
+    pub run: RunConfig,
+    /// Step sizes η.
+    pub lrs: Vec<f64>,
+    /// Initialisation seeds (the data split is fixed by `run.data.seed`).
+    pub seeds: Vec<u64>,
+}
+
+/// One training run.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SeedRun {
+    /// Step size.
+    pub lr: f64,
+    /// Init seed.
+    pub seed: u64,
+    /// Loss at every step.
+    pub history: Vec<StepRecord>,
+    /// Sharpness measurements.
+    pub sharpness: Vec<SharpnessRecord>,
+    /// Edge-of-stability entry, if reached.
+    pub entry: Option<EosEntry>,
+    /// Wall-clock seconds.
+    pub seconds: f64,
+}
+
+/// All runs of the experiment.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EosResult {
+    /// The configuration that produced it.
+    pub config: EosConfig,
+    /// Training examples used.
+    pub n_train: usize,
+    /// Runs, grouped by step size in `config.lrs` order, seeds in order.
+    pub runs: Vec<SeedRun>,
+}
+
+/// Train one model with sharpness tracking (`cfg.lr`, init seed `seed`) on `train`.
+pub fn train_tracked(
+    cfg: &RunConfig,
+    seed: u64,
+    train: &Dataset,
+    label: &str,
+) -> Result<(GradientDescent, SharpnessTracker)> {
+    let (device, dtype) = (cfg.device()?, cfg.dtype()?);
+    let spec = cfg.model_spec(train.d, train.n_classes);
+    let model = Model::new(
+        &spec,
+        InitSpec {
+            scale: cfg.init_scale,
+            seed,
+        },
+        &device,
+        dtype,
+    )?;
+    let objective = Objective::from_dataset(train, &device, dtype, cfg.loss, cfg.chunk)?;
+    let mut gd = GradientDescent::new(model, objective, cfg.lr, cfg.momentum)?;
+    let mut tracker = SharpnessTracker::new(cfg.sharpness.clone());
+    let mut progress = Progress::new(label, (cfg.steps / 4).max(1));
+    let mut observers: [&mut dyn Observer; 2] = [&mut tracker, &mut progress];
+    gd.run(cfg.steps, &mut observers)?;
+    Ok((gd, tracker))
+}
+
+/// Run every (step size, seed) pair.
+pub fn run(cfg: &EosConfig) -> Result<EosResult> {
+    let (train, _test) = cfg.run.data.load()?;
+    let mut runs = Vec::new();
+    for &lr in &cfg.lrs {
+        for &seed in &cfg.seeds {
+            let rc = RunConfig {
+                lr,
+                ..cfg.run.clone()
+            };
+            let t0 = std::time::Instant::now();
+            let (gd, tracker) =
+                train_tracked(&rc, seed, &train, &format!("eos η={lr} seed={seed}"))?;
+            let entry = tracker.eos_entry(rc.burn_in);
+            let seconds = t0.elapsed().as_secs_f64();
+            eprintln!(
+                "[eos] η={lr} seed={seed}: t* = {}, final λ_max = {:.2} (2/η = {:.2}), {seconds:.1}s",
+                entry
+                    .map(|e| format!("{:.0}", e.t_star))
+                    .unwrap_or_else(|| "never".into()),
+                tracker
+                    .records
+                    .last()
+                    .map(|r| r.lambda_max())
+                    .unwrap_or(f64::NAN),
+                2.0 / lr
+            );
+            runs.push(SeedRun {
+                lr,
+                seed,
+                history: gd.history,
+                sharpness: tracker.records,
+                entry,
+                seconds,
+            });
+        }
+    }
+    Ok(EosResult {
+        config: cfg.clone(),
+        n_train: train.n(),
+        runs,
+    })
+}
+
+impl SeedRun {
+    /// Median of λ_max / threshold over measurements after t* (NaN if t* was never reached).
+    pub fn post_entry_ratio(&self) -> f64 {
+        let Some(e) = self.entry else { return f64::NAN };
+        let r: Vec<f64> = self
+            .sharpness
+            .iter()
+            .filter(|r| r.step >= e.step)
+            .map(|r| r.lambda_max() / r.threshold)
+            .collect();
+        median(&r)
+    }
+    /// Mean loss over the last 10% of steps.
+    pub fn final_loss(&self) -> f64 {
+        let k = (self.history.len() / 10).max(1);
+        let tail = &self.history[self.history.len() - k..];
+        tail.iter().map(|r| r.loss).sum::<f64>() / k as f64
+    }
+    /// Loss at the first step at or after t*.
+    pub fn loss_at_entry(&self) -> f64 {
+        let Some(e) = self.entry else { return f64::NAN };
+        self.history
+            .iter()
+            .find(|r| r.step as f64 >= e.t_star)
+            .map(|r| r.loss)
+            .unwrap_or(f64::NAN)
+    }
+}
+
+impl EosConfig {
+    /// The configuration as pretty JSON (shown in the notebook's setup cell).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("config serialises")
+    }
+}
+
+impl EosResult {
+    /// One row per run: t*, post-t* λ_max/(2/η), losses, solver cost, time.
+    pub fn summary(&self) -> Result<DataFrame> {
+        let col = |f: &dyn Fn(&SeedRun) -> f64| self.runs.iter().map(f).collect::<Vec<f64>>();
+        let hvps = |r: &SeedRun, warm: bool| {
+            let v: Vec<f64> = r
+                .sharpness
+                .iter()
+                .filter(|s| s.warm == warm)
+                .map(|s| s.iterations as f64)
+                .collect();
+            if v.is_empty() {
+                f64::NAN
+            } else {
+                v.iter().sum::<f64>() / v.len() as f64
+            }
+        };
+        Ok(DataFrame::new_infer_height(vec![
+            Column::new("lr".into(), col(&|r| r.lr)),
+            Column::new(
+                "seed".into(),
+                self.runs.iter().map(|r| r.seed).collect::<Vec<u64>>(),
+            ),
+            Column::new(
+                "t_star".into(),
+                col(&|r| r.entry.map(|e| e.t_star).unwrap_or(f64::NAN)),
+            ),
+            Column::new(
+                "post_lambda_over_2_eta".into(),
+                col(&|r| r.post_entry_ratio()),
+            ),
+            Column::new("loss_at_t_star".into(), col(&|r| r.loss_at_entry())),
+            Column::new("final_loss".into(), col(&|r| r.final_loss())),
+            Column::new("hvps_cold".into(), col(&|r| hvps(r, false))),
+            Column::new("hvps_warm".into(), col(&|r| hvps(r, true))),
+            Column::new("seconds".into(), col(&|r| r.seconds)),
+        ])?)
+    }
+
+    fn by_lr(&self, lr: f64) -> Vec<&SeedRun> {
+        self.runs.iter().filter(|r| r.lr == lr).collect()
+    }
+
+    /// The pre-registered criterion: for each step size, every seed reaches 2/η; the median
+    /// (across seeds) of the per-seed median post-t* λ_max/(2/η) is within ±10% of 1; and the
+    /// median final loss is below the median loss at t* (training still makes progress at EoS).
+    pub fn verdict(&self) -> Verdict {
+        let mut v = Verdict::new("eos");
+        let mut numbers = Vec::new();
+        v.check(
+            self.config.lrs.len() >= 2,
+            format!("{} step sizes (need >= 2)", self.config.lrs.len()),
+        );
+        v.check(
+            self.config.seeds.len() >= 5,
+            format!("{} seeds (need >= 5)", self.config.seeds.len()),
+        );
+        for &lr in &self.config.lrs {
+            let runs = self.by_lr(lr);
+            let reached = runs.iter().filter(|r| r.entry.is_some()).count();
+            let ratios: Vec<f64> = runs.iter().map(|r| r.post_entry_ratio()).collect();
+            let ratio = median(&ratios);
+            let t_star: Vec<f64> = runs
+                .iter()
+                .filter_map(|r| r.entry.map(|e| e.t_star))
+                .collect();
+            let (l_entry, l_final) = (
+                median(&runs.iter().map(|r| r.loss_at_entry()).collect::<Vec<_>>()),
+                median(&runs.iter().map(|r| r.final_loss()).collect::<Vec<_>>()),
+            );
+            v.check(
+                reached == runs.len(),
+                format!(
+                    "η = {lr}: λ_max reached 2/η = {:.2} in {reached}/{} seeds",
+                    2.0 / lr,
+                    runs.len()
+                ),
+            );
+            v.check(
+                (0.9..=1.1).contains(&ratio),
+                format!("η = {lr}: median post-t* λ_max / (2/η) = {ratio:.3} (need 0.90..1.10)"),
+            );
+            v.check(l_final < l_entry, format!("η = {lr}: median loss at t* {l_entry:.4e} -> final {l_final:.4e} (must decrease)"));
+            numbers.push(serde_json::json!({
+                "lr": lr, "threshold": 2.0 / lr, "seeds_reached": reached, "seeds": runs.len(),
+                "median_t_star": median(&t_star), "median_post_ratio": ratio, "per_seed_post_ratio": ratios,
+                "median_loss_at_t_star": l_entry, "median_final_loss": l_final,
+            }));
+        }
+        v.numbers = serde_json::json!({ "n_train": self.n_train, "per_lr": numbers });
+        v
+    }
+
+    /// Write the figures, the summary table and all records (JSON) into `dir`.
+    pub fn write(&self, dir: &std::path::Path) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(|e| crate::Error::io(dir, e))?;
+        self.sharpness_figure()?.save(&dir.join("sharpness.svg"))?;
+        self.loss_figure()?.save(&dir.join("loss.svg"))?;
+        crate::metrics::write_frame(&mut self.summary()?, dir, "summary")?;
+        let json =
+            serde_json::to_vec_pretty(self).map_err(|e| crate::Error::Numerics(e.to_string()))?;
+        crate::data::atomic::write_atomic(&dir.join("eos.json"), &json)
+    }
+
+    /// λ_max against step for every run, with the 2/η lines.
+    pub fn sharpness_figure(&self) -> Result<Figure> {
+        let mut p = LinePlot::new(
+            "Sharpness rises to 2/η and stays there",
+            "step",
+            "λ_max (top Hessian eigenvalue)",
+        );
+        for (i, &lr) in self.config.lrs.iter().enumerate() {
+            for (j, r) in self.by_lr(lr).into_iter().enumerate() {
+                let label = if j == 0 {
+                    format!("η = {lr}")
+                } else {
+                    String::new()
+                };
+                p = p.line(
+                    label,
+                    r.sharpness
+                        .iter()
+                        .map(|s| (s.step as f64, s.lambda_max()))
+                        .collect(),
+                    i,
+                    false,
+                );
+            }
+            p = p.hline(2.0 / lr, format!("2/η = {:.1}", 2.0 / lr), i);
+        }
+        p.render()
+    }
+
+    /// Training loss against step (log scale), first seed of each step size.
+    pub fn loss_figure(&self) -> Result<Figure> {
+        let mut p = LinePlot::new(
+            "Training loss: non-monotone at the edge of stability, still decreasing",
+            "step",
+            "training loss",
+        )
+        .log_y();
+        for (i, &lr) in self.config.lrs.iter().enumerate() {
+            if let Some(r) = self.by_lr(lr).first() {
+                p = p.line(
+                    format!("η = {lr}, seed {}", r.seed),
+                    r.history.iter().map(|h| (h.step as f64, h.loss)).collect(),
+                    i,
+                    false,
+                );
+            }
+        }
+        p.render()
+    }
+}

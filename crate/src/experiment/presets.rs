@@ -1,0 +1,93 @@
+//! Presets: the configurations the notebooks and `eoslab claim` run, with the reasons for each
+//! choice beside it.
+use super::config::{DataConfig, DataSource, RunConfig, Standardize};
+use super::eos::EosConfig;
+use crate::branch::{BranchConfig, Design};
+use crate::groups::{GroupConfig, InputOutlierMode};
+use crate::hessian::LanczosConfig;
+use crate::loss::LossKind;
+use crate::model::Activation;
+use crate::sharpness::SharpnessConfig;
+use crate::train::Every;
+
+/// The shipped digits, two classes, per-feature standardised.
+pub fn digits_data() -> DataConfig {
+    DataConfig {
+        source: DataSource::Digits,
+        classes: Some(vec![3, 8]),
+        train_per_class: None,
+        test_fraction: 0.2,
+        standardize: Standardize::PerFeature,
+        seed: 0,
+    }
+}
+
+/// One CPU-scale run on the shipped digits.
+pub fn digits_run() -> RunConfig {
+    RunConfig {
+        data: digits_data(),
+        hidden: vec![256, 256],
+        activation: Activation::Tanh,
+        init_scale: 1.0,
+        loss: LossKind::Mse,
+        lr: 0.05,
+        momentum: 0.0,
+        steps: 2000,
+        sharpness: SharpnessConfig {
+            every: Every::new(20),
+            lanczos: LanczosConfig {
+                k: 1,
+                tol: 1e-4,
+                max_iter: 100,
+                seed: 0,
+            },
+            subset: None,
+            warm_start: true,
+        },
+        burn_in: 20,
+        dtype: "f32".into(),
+        device: "cpu".into(),
+        chunk: None,
+    }
+}
+
+/// Claim `eos` on the shipped digits: two step sizes, five seeds.
+pub fn digits_eos() -> EosConfig {
+    EosConfig {
+        run: digits_run(),
+        lrs: vec![0.05, 0.1],
+        seeds: (0..5).collect(),
+    }
+}
+
+/// Claim `tradeoff` on the shipped digits: exit design (m = 0.1), MSE, five seeds.
+pub fn digits_tradeoff() -> BranchConfig {
+    BranchConfig {
+        run: RunConfig {
+            steps: 4000,
+            ..digits_run()
+        },
+        groups: GroupConfig::paper(8),
+        design: Design::Exit { m: 0.1 },
+        horizon: 20.0,
+        seeds: (0..5).collect(),
+    }
+}
+
+/// Claim `alignment`: the trade-off setup with coherent input-outliers, and the matched control
+/// with random-direction input-outliers (same source points, same displacement norm).
+pub fn digits_alignment() -> (BranchConfig, BranchConfig) {
+    let coherent = digits_tradeoff();
+    let mut random = coherent.clone();
+    random.groups.input_outlier_mode = InputOutlierMode::RandomDirection { seed: 1 };
+    (coherent, random)
+}
+
+/// Claim `saturation`: the same setup under cross-entropy (m = 0.5) and under MSE (m = 0.1).
+pub fn digits_saturation() -> (BranchConfig, BranchConfig) {
+    let mse = digits_tradeoff();
+    let mut ce = mse.clone();
+    ce.run.loss = LossKind::CrossEntropy;
+    ce.design = Design::Exit { m: 0.5 };
+    (ce, mse)
+}

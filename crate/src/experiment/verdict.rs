@@ -1,0 +1,113 @@
+//! Verdicts: a claim's pre-registered checks, their measured numbers, and HOLDS / FAILS.
+use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
+
+/// One check of a criterion.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Check {
+    /// What is checked, with the measured numbers.
+    pub what: String,
+    /// Whether it passed.
+    pub pass: bool,
+}
+
+/// The outcome of a claim.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Verdict {
+    /// Claim name (`eos`, `tradeoff`, `alignment`, `saturation`).
+    pub claim: String,
+    /// Every check.
+    pub checks: Vec<Check>,
+    /// The numbers behind the checks, for machines.
+    pub numbers: serde_json::Value,
+}
+
+impl Verdict {
+    /// An empty verdict for `claim`.
+    pub fn new(claim: &str) -> Self {
+        Verdict {
+            claim: claim.into(),
+            checks: Vec::new(),
+            numbers: serde_json::Value::Null,
+        }
+    }
+    /// Record a check.
+    pub fn check(&mut self, pass: bool, what: impl Into<String>) {
+        self.checks.push(Check {
+            what: what.into(),
+            pass,
+        });
+    }
+    /// True when every check passed (and there is at least one).
+    pub fn holds(&self) -> bool {
+        !self.checks.is_empty() && self.checks.iter().all(|c| c.pass)
+    }
+    /// The claim line: `CLAIM <name>: HOLDS` or `CLAIM <name>: FAILS`.
+    pub fn line(&self) -> String {
+        format!(
+            "CLAIM {}: {}",
+            self.claim,
+            if self.holds() { "HOLDS" } else { "FAILS" }
+        )
+    }
+    /// Error (with every check and its numbers) unless the claim holds: the last cell of each
+    /// notebook calls this, so a claim that stops reproducing fails the notebook.
+    pub fn assert(&self) -> Result<()> {
+        if self.holds() {
+            Ok(())
+        } else {
+            Err(Error::Numerics(format!("{self}")))
+        }
+    }
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for c in &self.checks {
+            writeln!(f, "  [{}] {}", if c.pass { "pass" } else { "FAIL" }, c.what)?;
+        }
+        write!(f, "{}", self.line())
+    }
+}
+
+/// Median of a sample (NaN for an empty one).
+pub fn median(v: &[f64]) -> f64 {
+    quantile(v, 0.5)
+}
+
+/// Linear-interpolated quantile `q` in [0, 1] (NaN for an empty sample; NaNs are dropped).
+pub fn quantile(v: &[f64], q: f64) -> f64 {
+    let mut s: Vec<f64> = v.iter().copied().filter(|x| !x.is_nan()).collect();
+    if s.is_empty() {
+        return f64::NAN;
+    }
+    s.sort_by(|a, b| a.total_cmp(b));
+    let pos = q.clamp(0.0, 1.0) * (s.len() - 1) as f64;
+    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+    s[lo] + (s[hi] - s[lo]) * (pos - lo as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert_eq!(quantile(&[0.0, 10.0], 0.25), 2.5);
+        assert!(median(&[]).is_nan());
+    }
+
+    #[test]
+    fn verdict_lines() {
+        let mut v = Verdict::new("eos");
+        assert!(!v.holds());
+        v.check(true, "a");
+        assert_eq!(v.line(), "CLAIM eos: HOLDS");
+        v.check(false, "b = 3");
+        assert_eq!(v.line(), "CLAIM eos: FAILS");
+        let e = v.assert().unwrap_err().to_string();
+        assert!(e.contains("b = 3") && e.contains("FAILS"));
+    }
+}

@@ -1,0 +1,23 @@
+//! eoslab: reproduce and extend "Edge of Stability Selectively Shapes Learning Across the Data
+//! Distribution" with full-batch gradient descent, exact Hessian spectra and per-group analysis.
+pub mod autodiff;
+pub mod branch;
+pub mod checkpoint;
+pub mod cli;
+pub mod data;
+pub mod error;
+pub mod experiment;
+pub mod groups;
+pub mod hessian;
+pub mod loss;
+pub mod metrics;
+pub mod model;
+pub mod monitor;
+pub mod objective;
+pub mod plot;
+pub mod report;
+pub mod rng;
+pub mod sharpness;
+pub mod train;
+
+pub use error::{Error, Result};

@@ -1,0 +1,266 @@
+//! The full-batch training objective: a loss over a fixed dataset on a device, evaluated in
+//! chunks so that large datasets fit in memory, with exact gradients and gradient graphs that
+//! Hessian-vector products differentiate again.
+use crate::autodiff::{ensure_second_order, require_graph};
+use crate::data::Dataset;
+use crate::loss::{self, LossKind};
+use crate::model::Model;
+use crate::{Error, Result};
+use candle_core::{DType, Device, Tensor};
+
+/// A loss over a fixed set of examples, held on the device.
+#[derive(Clone, Debug)]
+pub struct Objective {
+    /// The loss.
+    pub loss: LossKind,
+    x: Tensor,
+    y: Tensor,
+    onehot: Tensor,
+    chunk: usize,
+}
+
+/// Gradient of the objective with the graph kept, ready for Hessian-vector products.
+pub struct GradGraph {
+    /// Per chunk: that chunk's contribution to the gradient, one tensor per parameter, attached.
+    chunks: Vec<Vec<Tensor>>,
+    vars: Vec<candle_core::Var>,
+    /// Objective value at the parameters the graph was built at.
+    pub value: f64,
+}
+
+impl Objective {
+    /// An objective over inputs `x` `[n, d]` and labels `y` (`u32`, `[n]`); `chunk` examples per
+    /// forward pass (`None` = all at once).
+    pub fn new(
+        x: Tensor,
+        y: Tensor,
+        n_classes: usize,
+        loss: LossKind,
+        chunk: Option<usize>,
+    ) -> Result<Self> {
+        let n = x.dim(0)?;
+        if y.dims() != [n] {
+            return Err(Error::Config(format!(
+                "labels have shape {:?}, expected [{n}]",
+                y.dims()
+            )));
+        }
+        if n == 0 {
+            return Err(Error::Config("objective over an empty dataset".into()));
+        }
+        let onehot = loss::one_hot(&y, n_classes, x.dtype())?;
+        let chunk = chunk.unwrap_or(n).clamp(1, n);
+        Ok(Objective {
+            loss,
+            x,
+            y,
+            onehot,
+            chunk,
+        })
+    }
+
+    /// An objective over a host dataset, moved to `device` in `dtype`.
+    pub fn from_dataset(
+        ds: &Dataset,
+        device: &Device,
+        dtype: DType,
+        loss: LossKind,
+        chunk: Option<usize>,
+    ) -> Result<Self> {
+        let (x, y) = ds.to_tensors(device, dtype)?;
+        Self::new(x, y, ds.n_classes, loss, chunk)
+    }
+
+    /// The same examples under another loss.
+    pub fn with_loss(&self, loss: LossKind) -> Self {
+        Objective {
+            loss,
+            ..self.clone()
+        }
+    }
+
+    /// The examples at `idx` as their own objective (a group, a subset for sharpness).
+    pub fn subset(&self, idx: &[usize]) -> Result<Self> {
+        if idx.is_empty() {
+            return Err(Error::Config("empty subset".into()));
+        }
+        let ids = Tensor::from_slice(
+            &idx.iter().map(|&i| i as u32).collect::<Vec<_>>(),
+            idx.len(),
+            self.x.device(),
+        )?;
+        Ok(Objective {
+            loss: self.loss,
+            x: self.x.index_select(&ids, 0)?,
+            y: self.y.index_select(&ids, 0)?,
+            onehot: self.onehot.index_select(&ids, 0)?,
+            chunk: self.chunk.min(idx.len()),
+        })
+    }
+
+    /// Number of examples.
+    pub fn n(&self) -> usize {
+        self.y.dim(0).unwrap_or(0)
+    }
+    /// Inputs `[n, d]`.
+    pub fn x(&self) -> &Tensor {
+        &self.x
+    }
+    /// Labels `[n]`.
+    pub fn y(&self) -> &Tensor {
+        &self.y
+    }
+    /// One-hot targets `[n, k]`.
+    pub fn onehot(&self) -> &Tensor {
+        &self.onehot
+    }
+
+    fn chunks(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
+        let n = self.n();
+        (0..n)
+            .step_by(self.chunk)
+            .map(move |s| (s, self.chunk.min(n - s)))
+    }
+
+    /// Model outputs `[n, k]` (no graph).
+    pub fn outputs(&self, model: &Model) -> Result<Tensor> {
+        let mut outs = Vec::new();
+        for (s, len) in self.chunks() {
+            outs.push(model.forward(&self.x.narrow(0, s, len)?)?.detach());
+        }
+        Ok(Tensor::cat(&outs, 0)?)
+    }
+
+    /// Per-example losses `[n]` (no graph).
+    pub fn per_example(&self, model: &Model) -> Result<Tensor> {
+        let out = self.outputs(model)?;
+        loss::per_example(self.loss, &out, &self.onehot)
+    }
+
+    /// The objective's value.
+    pub fn value(&self, model: &Model) -> Result<f64> {
+        Ok(self
+            .per_example(model)?
+            .to_dtype(DType::F64)?
+            .mean_all()?
+            .to_scalar::<f64>()?)
+    }
+
+    /// Value and gradient (one tensor per parameter, sorted-name order, detached).
+    pub fn value_and_grad(&self, model: &Model) -> Result<(f64, Vec<Tensor>)> {
+        ensure_second_order()?;
+        let n = self.n();
+        let mut value = 0.0;
+        let mut grad: Vec<Option<Tensor>> = vec![None; model.params().len()];
+        for (s, len) in self.chunks() {
+            let out = model.forward(&self.x.narrow(0, s, len)?)?;
+            let l = loss::sum_over(self.loss, &out, &self.onehot.narrow(0, s, len)?, n)?;
+            value += l.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            let gs = l.backward()?;
+            for (acc, (_, var)) in grad.iter_mut().zip(model.params()) {
+                if let Some(g) = gs.get(var.as_tensor()) {
+                    let g = g.detach();
+                    *acc = Some(match acc.take() {
+                        None => g,
+                        Some(a) => (a + g)?,
+                    });
+                }
+            }
+        }
+        let grad = grad
+            .into_iter()
+            .zip(model.params())
+            .map(|(g, (_, v))| g.map(Ok).unwrap_or_else(|| v.as_tensor().zeros_like()))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        Ok((value, grad))
+    }
+
+    /// The gradient with its graph, for Hessian-vector products at the model's current
+    /// parameters. The forward pass and first backward are done once here and reused by every
+    /// product (the graph stays valid until the parameters change).
+    pub fn grad_graph(&self, model: &Model) -> Result<GradGraph> {
+        ensure_second_order()?;
+        let n = self.n();
+        let mut value = 0.0;
+        let mut chunks = Vec::new();
+        for (s, len) in self.chunks() {
+            let out = model.forward(&self.x.narrow(0, s, len)?)?;
+            let l = loss::sum_over(self.loss, &out, &self.onehot.narrow(0, s, len)?, n)?;
+            value += l.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            let gs = l.backward()?;
+            let mut g = Vec::with_capacity(model.params().len());
+            for (_, var) in model.params() {
+                g.push(match gs.get(var.as_tensor()) {
+                    Some(t) => t.clone(),
+                    None => var.as_tensor().zeros_like()?,
+                });
+            }
+            chunks.push(g);
+        }
+        Ok(GradGraph {
+            chunks,
+            vars: model.params().iter().map(|(_, v)| v.clone()).collect(),
+            value,
+        })
+    }
+}
+
+impl GradGraph {
+    /// The gradient (detached), one tensor per parameter.
+    pub fn gradient(&self) -> Result<Vec<Tensor>> {
+        let mut out: Vec<Tensor> = self.chunks[0].iter().map(|t| t.detach()).collect();
+        for c in &self.chunks[1..] {
+            for (o, t) in out.iter_mut().zip(c) {
+                *o = (&*o + t.detach())?;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Exact Hessian-vector product `H v` by double backward; `v` is parameter-shaped.
+    pub fn hvp(&self, v: &[Tensor]) -> Result<Vec<Tensor>> {
+        if v.len() != self.vars.len() {
+            return Err(Error::Config(format!(
+                "hvp: {} tensors for {} parameters",
+                v.len(),
+                self.vars.len()
+            )));
+        }
+        let mut out: Vec<Option<Tensor>> = vec![None; self.vars.len()];
+        for g in &self.chunks {
+            // d/dθ (g(θ) · v) = H v, with v held constant.
+            let mut dot: Option<Tensor> = None;
+            for (gi, vi) in g.iter().zip(v) {
+                if !gi.track_op() {
+                    continue; // this parameter's gradient does not depend on any parameter
+                }
+                let term = (gi * vi)?.sum_all()?;
+                dot = Some(match dot {
+                    None => term,
+                    Some(d) => (d + term)?,
+                });
+            }
+            let Some(dot) = dot else {
+                // Every gradient is detached: the guard below names the cause.
+                require_graph(&g[0], "the gradient")?;
+                continue;
+            };
+            require_graph(&dot, "the gradient")?;
+            let hs = dot.backward()?;
+            for (acc, var) in out.iter_mut().zip(&self.vars) {
+                if let Some(h) = hs.get(var.as_tensor()) {
+                    let h = h.detach();
+                    *acc = Some(match acc.take() {
+                        None => h,
+                        Some(a) => (a + h)?,
+                    });
+                }
+            }
+        }
+        Ok(out
+            .into_iter()
+            .zip(&self.vars)
+            .map(|(h, var)| h.map(Ok).unwrap_or_else(|| var.as_tensor().zeros_like()))
+            .collect::<candle_core::Result<Vec<_>>>()?)
+    }
+}
