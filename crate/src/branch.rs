@@ -64,7 +64,7 @@ impl BranchConfig {
                 "the stable branch's rate {stable} must be in (0, η = {eos})"
             )));
         }
-        if !(self.horizon > 0.0) || self.seeds.is_empty() {
+        if self.horizon.is_nan() || self.horizon <= 0.0 || self.seeds.is_empty() {
             return Err(Error::Config(
                 "horizon must be positive and at least one seed given".into(),
             ));

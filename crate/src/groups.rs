@@ -123,10 +123,7 @@ pub struct Grouped {
 fn centroids(ds: &Dataset, skip: &[bool]) -> Vec<Vec<f64>> {
     let mut c = vec![vec![0.0; ds.d]; ds.n_classes];
     let mut n = vec![0usize; ds.n_classes];
-    for i in 0..ds.n() {
-        if skip[i] {
-            continue;
-        }
+    for (i, _) in skip.iter().enumerate().filter(|(_, s)| !**s) {
         let k = ds.y[i] as usize;
         n[k] += 1;
         for (a, b) in c[k].iter_mut().zip(ds.row(i)) {
@@ -225,11 +222,11 @@ pub fn build(ds: &Dataset, cfg: &GroupConfig) -> Result<Grouped> {
     let mut kind_of: Vec<Option<GroupKind>> = vec![None; ds.n()];
     let all_c = centroids(ds, &vec![false; ds.n()]);
     // Centrality ranking per class: distance to own centroid, ascending (ties by index).
-    for class in 0..ds.n_classes {
+    for (class, centre) in all_c.iter().enumerate() {
         let mut idx: Vec<usize> = (0..ds.n()).filter(|&i| ds.y[i] as usize == class).collect();
         idx.sort_by(|&a, &b| {
-            dist2(ds.row(a), &all_c[class])
-                .total_cmp(&dist2(ds.row(b), &all_c[class]))
+            dist2(ds.row(a), centre)
+                .total_cmp(&dist2(ds.row(b), centre))
                 .then(a.cmp(&b))
         });
         for (slot, kind) in central_kinds.iter().enumerate() {
@@ -276,8 +273,8 @@ pub fn build(ds: &Dataset, cfg: &GroupConfig) -> Result<Grouped> {
         InputOutlierMode::RandomDirection { seed } => Rng::stream(seed, "input-outlier-direction"),
         InputOutlierMode::Coherent => Rng::new(0),
     };
-    for i in 0..ds.n() {
-        let Some(kind) = kind_of[i] else { continue };
+    for (i, kind) in kind_of.iter().enumerate() {
+        let Some(kind) = *kind else { continue };
         out.group[i] = kind.id();
         let own = ds.y[i] as usize;
         let diff: Vec<f64> = c[own]

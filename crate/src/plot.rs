@@ -6,6 +6,11 @@ use plotters::prelude::*;
 use plotters::series::DashedLineSeries;
 use std::path::Path;
 
+/// A series ready to draw: colour, dashed, label, points (y already transformed).
+type DrawSeries = (usize, bool, String, Vec<(f64, f64)>);
+/// A band ready to draw: colour, `(x, low, high)`.
+type DrawBand = (usize, Vec<(f64, f64, f64)>);
+
 /// A rendered figure (SVG text).
 #[derive(Clone, Debug)]
 pub struct Figure {
@@ -95,7 +100,7 @@ pub fn thin<T: Clone>(points: &[T], max: usize) -> Vec<T> {
     }
     let stride = points.len().div_ceil(max);
     let mut out: Vec<T> = points.iter().step_by(stride).cloned().collect();
-    if (points.len() - 1) % stride != 0 {
+    if !(points.len() - 1).is_multiple_of(stride) {
         out.push(points[points.len() - 1].clone());
     }
     out
@@ -176,7 +181,7 @@ impl LinePlot {
         size: (u32, u32),
     ) -> std::result::Result<(), Box<dyn std::error::Error + '_>> {
         const MAX_POINTS: usize = 1500;
-        let series: Vec<(usize, bool, String, Vec<(f64, f64)>)> = self
+        let series: Vec<DrawSeries> = self
             .series
             .iter()
             .map(|s| {
@@ -189,7 +194,7 @@ impl LinePlot {
                 (s.color, s.dashed, s.label.clone(), thin(&pts, MAX_POINTS))
             })
             .collect();
-        let bands: Vec<(usize, Vec<(f64, f64, f64)>)> = self
+        let bands: Vec<DrawBand> = self
             .bands
             .iter()
             .map(|b| {

@@ -86,8 +86,8 @@ pub fn sharpness_figure(r: &BranchResult, i: usize) -> Result<Figure> {
     if thr_s <= 1.5 * top {
         p = p.hline(thr_s, format!("2/η_stable = {thr_s:.1}"), 1);
     }
-    Ok(p.window(s.window.0, s.window.1, "window [t*, t**]")
-        .render()?)
+    p.window(s.window.0, s.window.1, "window [t*, t**]")
+        .render()
 }
 
 /// Per-group loss on both branches (EoS solid, stable dashed), log scale, seed index `i`.
@@ -128,7 +128,7 @@ pub fn delta_figure(r: &BranchResult) -> Result<Figure> {
         );
     }
     p = p.hline(0.0, "no effect", 7);
-    Ok(p.window(0.0, r.median_window(), "median window").render()?)
+    p.window(0.0, r.median_window(), "median window").render()
 }
 
 /// ‖g_k‖²cos²(g_k, v_max) per group (EoS solid, stable dashed), log scale, seed index `i`.

@@ -152,14 +152,14 @@ fn read_into(path: &Path, keep: &[bool; 10], parts: &mut Parts) -> Result<()> {
     if bytes.is_empty() {
         return Err(Error::data(path, "empty file: no CIFAR-10 records"));
     }
-    if bytes.len() % RECORD != 0 {
+    if !bytes.len().is_multiple_of(RECORD) {
         let mut msg = format!(
             "size {} bytes is not a multiple of {RECORD} (1 label byte + {PIXELS} pixel bytes per record): \
              the file is truncated or not a CIFAR-10 binary batch",
             bytes.len()
         );
         // CIFAR-100's binary records carry two label bytes: a common mix-up worth naming.
-        if bytes.len() % (RECORD + 1) == 0 {
+        if bytes.len().is_multiple_of(RECORD + 1) {
             msg.push_str(
                 " (its size fits CIFAR-100's 3,074-byte records, which are not supported)",
             );

@@ -50,7 +50,7 @@ impl Dataset {
         n_classes: usize,
     ) -> Result<Self> {
         let name = name.into();
-        if d == 0 || x.len() % d != 0 || x.len() / d != y.len() {
+        if d == 0 || !x.len().is_multiple_of(d) || x.len() / d != y.len() {
             return Err(Error::Config(format!(
                 "dataset {name}: {} input values do not form {} rows of {d} features",
                 x.len(),

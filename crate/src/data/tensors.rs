@@ -335,8 +335,13 @@ mod tests {
         ds
     }
 
-    /// Write raw tensors (name, dtype, shape, bytes) with metadata.
-    fn raw(path: &Path, tensors: &[(&str, Dtype, Vec<usize>, Vec<u8>)], meta: &[(&str, &str)]) {
+    /// A raw tensor: name, dtype, shape, little-endian bytes.
+    type Raw<'a> = (&'a str, Dtype, Vec<usize>, Vec<u8>);
+    /// An error case: file name, tensors, metadata, expected message fragment.
+    type Case<'a> = (&'a str, Vec<Raw<'a>>, Vec<(&'a str, &'a str)>, &'a str);
+
+    /// Write raw tensors with metadata.
+    fn raw(path: &Path, tensors: &[Raw], meta: &[(&str, &str)]) {
         let views: Vec<(String, TensorView)> = tensors
             .iter()
             .map(|(n, dt, s, b)| (n.to_string(), TensorView::new(*dt, s.clone(), b).unwrap()))
@@ -486,12 +491,7 @@ mod tests {
                 v.iter().flat_map(|a| a.to_le_bytes()).collect::<Vec<u8>>(),
             )
         };
-        let cases: Vec<(
-            &str,
-            Vec<(&str, Dtype, Vec<usize>, Vec<u8>)>,
-            Vec<(&str, &str)>,
-            &str,
-        )> = vec![
+        let cases: Vec<Case> = vec![
             ("no_y", vec![x()], vec![], "no tensor \"y\""),
             ("no_x", vec![y64(&[0, 1])], vec![], "no tensor \"x\""),
             (

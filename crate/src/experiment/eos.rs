@@ -4,6 +4,7 @@ use super::config::RunConfig;
 use super::verdict::{Verdict, median};
 use crate::Result;
 use crate::data::Dataset;
+use crate::groups::GroupConfig;
 use crate::model::{InitSpec, Model};
 use crate::objective::Objective;
 use crate::plot::{Figure, LinePlot};
@@ -21,6 +22,8 @@ pub struct EosConfig {
     pub lrs: Vec<f64>,
     /// Initialisation seeds (the data split is fixed by `run.data.seed`).
     pub seeds: Vec<u64>,
+    /// Groups injected into the training set (the same training set as the branching claims).
+    pub groups: Option<GroupConfig>,
 }
 
 /// One training run.
@@ -81,6 +84,10 @@ pub fn train_tracked(
 /// Run every (step size, seed) pair.
 pub fn run(cfg: &EosConfig) -> Result<EosResult> {
     let (train, _test) = cfg.run.data.load()?;
+    let train = match &cfg.groups {
+        Some(g) => crate::groups::build(&train, g)?.train,
+        None => train,
+    };
     let mut runs = Vec::new();
     for &lr in &cfg.lrs {
         for &seed in &cfg.seeds {

@@ -18,6 +18,8 @@ pub struct Verdict {
     pub claim: String,
     /// Every check.
     pub checks: Vec<Check>,
+    /// Measured context that is not part of the criterion (printed as `[info]`).
+    pub notes: Vec<String>,
     /// The numbers behind the checks, for machines.
     pub numbers: serde_json::Value,
 }
@@ -28,6 +30,7 @@ impl Verdict {
         Verdict {
             claim: claim.into(),
             checks: Vec::new(),
+            notes: Vec::new(),
             numbers: serde_json::Value::Null,
         }
     }
@@ -37,6 +40,10 @@ impl Verdict {
             what: what.into(),
             pass,
         });
+    }
+    /// Record context that does not decide the claim.
+    pub fn note(&mut self, what: impl Into<String>) {
+        self.notes.push(what.into());
     }
     /// True when every check passed (and there is at least one).
     pub fn holds(&self) -> bool {
@@ -65,6 +72,9 @@ impl std::fmt::Display for Verdict {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         for c in &self.checks {
             writeln!(f, "  [{}] {}", if c.pass { "pass" } else { "FAIL" }, c.what)?;
+        }
+        for n in &self.notes {
+            writeln!(f, "  [info] {n}")?;
         }
         write!(f, "{}", self.line())
     }

@@ -36,11 +36,11 @@ impl Every {
     }
     /// Whether step `t` is measured.
     pub fn hits(&self, t: usize) -> bool {
-        t % self.k == 0
+        t.is_multiple_of(self.k)
             || self
                 .dense
                 .iter()
-                .any(|&(s, e)| t >= s && t < e && (t - s) % self.dense_k == 0)
+                .any(|&(s, e)| t >= s && t < e && (t - s).is_multiple_of(self.dense_k))
     }
 }
 
@@ -66,7 +66,7 @@ impl Progress {
 
 impl Observer for Progress {
     fn observe(&mut self, v: &StepView) -> Result<()> {
-        if v.record.step % self.every == 0 {
+        if v.record.step.is_multiple_of(self.every) {
             eprintln!(
                 "[{}] step {:>6}  t_eff {:>9.3}  loss {:.6}  |g| {:.3e}  ({:.1}s)",
                 self.label,

@@ -1,0 +1,124 @@
+//! The command line's library functions: `sharpness` on a checkpoint agrees with the λ_max a run
+//! tracked at that step; errors name the bad file.
+use candle_core::{DType, Device};
+use eoslab::checkpoint::{self, CheckpointMeta};
+use eoslab::data::Dataset;
+use eoslab::hessian::LanczosConfig;
+use eoslab::loss::LossKind;
+use eoslab::model::{Activation, InitSpec, Model, ModelSpec};
+use eoslab::objective::Objective;
+use eoslab::rng::Rng;
+use eoslab::sharpness::{SharpnessConfig, SharpnessTracker};
+use eoslab::train::{Every, GradientDescent, Observer};
+use std::collections::BTreeMap;
+
+#[test]
+fn sharpness_command_matches_tracked_value() {
+    let dir = std::env::temp_dir().join(format!("eoslab-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut rng = Rng::new(1);
+    let (n, d) = (60, 5);
+    let ds = Dataset::new(
+        "toy",
+        rng.normals(n * d),
+        (0..n).map(|i| (i % 2) as u32).collect(),
+        d,
+        2,
+    )
+    .unwrap();
+    let model = Model::new(
+        &ModelSpec::mlp(&[d, 16, 2], Activation::Tanh),
+        InitSpec {
+            scale: 1.0,
+            seed: 3,
+        },
+        &Device::Cpu,
+        DType::F64,
+    )
+    .unwrap();
+    let obj = Objective::from_dataset(&ds, &Device::Cpu, DType::F64, LossKind::Mse, None).unwrap();
+    let mut gd = GradientDescent::new(model, obj, 0.05, 0.0).unwrap();
+    let mut tracker = SharpnessTracker::new(SharpnessConfig {
+        every: Every::new(10),
+        lanczos: LanczosConfig {
+            k: 2,
+            tol: 1e-10,
+            max_iter: 200,
+            seed: 0,
+        },
+        subset: None,
+        warm_start: true,
+    });
+    {
+        // 31 steps: the tracker measures θ_0, θ_10, θ_20 and θ_30 (before each update).
+        let mut obs: [&mut dyn Observer; 1] = [&mut tracker];
+        gd.run(31, &mut obs).unwrap();
+    }
+    let rec = tracker
+        .records
+        .iter()
+        .find(|r| r.step == 30)
+        .unwrap()
+        .clone();
+    let ck = dir.join("ck.safetensors");
+    let data = dir.join("train.safetensors");
+    eoslab::data::tensors::export(&ds, &data, &[]).unwrap();
+    // An independent run to step 30 (bit-identical by determinism), checkpointed there.
+    let model = Model::new(
+        &ModelSpec::mlp(&[d, 16, 2], Activation::Tanh),
+        InitSpec {
+            scale: 1.0,
+            seed: 3,
+        },
+        &Device::Cpu,
+        DType::F64,
+    )
+    .unwrap();
+    let obj = Objective::from_dataset(&ds, &Device::Cpu, DType::F64, LossKind::Mse, None).unwrap();
+    let mut gd30 = GradientDescent::new(model, obj, 0.05, 0.0).unwrap();
+    gd30.run(30, &mut []).unwrap();
+    let meta = CheckpointMeta::for_process(
+        &gd30,
+        BTreeMap::new(),
+        &ds.fingerprint(),
+        serde_json::Value::Null,
+    );
+    checkpoint::save(&ck, &gd30, &meta).unwrap();
+    let out = eoslab::cli::sharpness(&ck, &data, 2, 1e-10, 200, "cpu", "checkpoint").unwrap();
+    let lam = out["eigenvalues"][0].as_f64().unwrap();
+    assert!(
+        (lam - rec.values[0]).abs() < 1e-8 * rec.values[0],
+        "cli {lam} vs tracked {}",
+        rec.values[0]
+    );
+    assert_eq!(out["step"], 30);
+    assert_eq!(out["fingerprint_matches_checkpoint"], true);
+
+    // Wrong inputs: a data file whose width does not fit the model, a missing checkpoint.
+    let wide = Dataset::new("wide", vec![0.0; 4 * 7], vec![0, 1, 0, 1], 7, 2).unwrap();
+    let wide_path = dir.join("wide.safetensors");
+    eoslab::data::tensors::export(&wide, &wide_path, &[]).unwrap();
+    let e = eoslab::cli::sharpness(&ck, &wide_path, 1, 1e-6, 50, "cpu", "checkpoint")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("wide.safetensors") && e.contains("7 features"),
+        "{e}"
+    );
+    let e = eoslab::cli::sharpness(
+        &dir.join("none.safetensors"),
+        &data,
+        1,
+        1e-6,
+        50,
+        "cpu",
+        "checkpoint",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("none.safetensors"), "{e}");
+    let e = eoslab::cli::sharpness(&ck, &data, 1, 1e-6, 50, "cuda:0", "checkpoint")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("without CUDA"), "{e}");
+}
