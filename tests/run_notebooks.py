@@ -83,6 +83,8 @@ KERNEL_ENV_DEFAULTS = {
     # GEMM spends more on synchronisation than it saves there (measured 4.5x slower GD steps with 2
     # threads on a loaded 2-core machine than with 1).
     "RAYON_NUM_THREADS": "1",
+    # Show every column of the per-run and per-group tables (polars elides beyond 8 by default).
+    "POLARS_FMT_MAX_COLS": "20",
 }
 
 

@@ -80,10 +80,56 @@ pub fn sharpness(
     }))
 }
 
-/// Run claim `name` with its shipped-data preset; print the claim line and a JSON summary.
-/// `out` receives the run directories (metrics, checkpoints, figures).
-pub fn claim(name: &str, seeds: Option<usize>, out: Option<&Path>) -> Result<()> {
-    let verdict = run_claim(name, seeds, out)?;
+/// Where a claim's examples come from when not the shipped digits.
+#[derive(Clone, Debug, Default)]
+pub struct DataChoice {
+    /// A CSV (label in the last column) or safetensors (`x`, `y`) file.
+    pub path: Option<std::path::PathBuf>,
+    /// Classes to keep, relabelled 0..k in this order.
+    pub classes: Option<Vec<u32>>,
+}
+
+impl DataChoice {
+    /// Apply to a preset's data configuration.
+    pub fn apply(&self, data: &mut crate::experiment::DataConfig) -> Result<()> {
+        if let Some(p) = &self.path {
+            let ext = p
+                .extension()
+                .and_then(|e| e.to_str())
+                .unwrap_or("")
+                .to_ascii_lowercase();
+            let name = p.to_string_lossy().to_ascii_lowercase();
+            data.source = if ext == "safetensors" {
+                crate::experiment::DataSource::Safetensors { path: p.clone() }
+            } else if ext == "csv" || name.ends_with(".csv.gz") {
+                crate::experiment::DataSource::Csv { path: p.clone() }
+            } else {
+                return Err(Error::data(
+                    p,
+                    "expected a .csv, .csv.gz or .safetensors file",
+                ));
+            };
+            if self.classes.is_none() {
+                data.classes = None;
+            }
+        }
+        if let Some(c) = &self.classes {
+            data.classes = Some(c.clone());
+        }
+        Ok(())
+    }
+}
+
+/// Run claim `name` with its preset (shipped data unless `data` says otherwise); print the
+/// claim line and a JSON summary. `out` receives the run directories (metrics, checkpoints,
+/// figures).
+pub fn claim(
+    name: &str,
+    seeds: Option<usize>,
+    out: Option<&Path>,
+    data: &DataChoice,
+) -> Result<()> {
+    let verdict = run_claim(name, seeds, out, data)?;
     println!("{verdict}");
     println!(
         "{}",
@@ -92,17 +138,23 @@ pub fn claim(name: &str, seeds: Option<usize>, out: Option<&Path>) -> Result<()>
     Ok(())
 }
 
-fn set_seeds(cfg: &mut crate::branch::BranchConfig, seeds: Option<usize>) {
+fn adjust(
+    cfg: &mut crate::branch::BranchConfig,
+    seeds: Option<usize>,
+    data: &DataChoice,
+) -> Result<()> {
     if let Some(s) = seeds {
         cfg.seeds = (0..s as u64).collect();
     }
+    data.apply(&mut cfg.run.data)
 }
 
-/// Run claim `name` (preset on the shipped data) and return its verdict.
+/// Run claim `name` (its preset, on `data`) and return its verdict.
 pub fn run_claim(
     name: &str,
     seeds: Option<usize>,
     out: Option<&Path>,
+    data: &DataChoice,
 ) -> Result<crate::experiment::Verdict> {
     let sub = |d: &str| out.map(|o| o.join(d));
     Ok(match name {
@@ -111,6 +163,7 @@ pub fn run_claim(
             if let Some(s) = seeds {
                 cfg.seeds = (0..s as u64).collect();
             }
+            data.apply(&mut cfg.run.data)?;
             let res = eos::run(&cfg)?;
             if let Some(dir) = out {
                 res.write(dir)?;
@@ -119,21 +172,21 @@ pub fn run_claim(
         }
         "tradeoff" => {
             let mut cfg = presets::digits_tradeoff();
-            set_seeds(&mut cfg, seeds);
+            adjust(&mut cfg, seeds, data)?;
             claims::tradeoff(&branch::run(&cfg, sub("tradeoff").as_deref())?)
         }
         "alignment" => {
             let (mut c, mut r) = presets::digits_alignment();
-            set_seeds(&mut c, seeds);
-            set_seeds(&mut r, seeds);
+            adjust(&mut c, seeds, data)?;
+            adjust(&mut r, seeds, data)?;
             let rc = branch::run(&c, sub("coherent").as_deref())?;
             let rr = branch::run(&r, sub("random").as_deref())?;
             claims::alignment(&rc, &rr)
         }
         "saturation" => {
             let (mut ce, mut mse) = presets::digits_saturation();
-            set_seeds(&mut ce, seeds);
-            set_seeds(&mut mse, seeds);
+            adjust(&mut ce, seeds, data)?;
+            adjust(&mut mse, seeds, data)?;
             let rce = branch::run(&ce, sub("ce").as_deref())?;
             let rmse = branch::run(&mse, sub("mse").as_deref())?;
             claims::saturation(&rce, &rmse)

@@ -51,6 +51,13 @@ enum Command {
         /// Output directory for the run record.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Your data instead of the shipped digits: a CSV (label in the last column) or a
+        /// safetensors file (`x` [n, d], `y` [n]).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Classes to keep, e.g. `3,8` (relabelled 0..k in this order).
+        #[arg(long, value_delimiter = ',')]
+        classes: Option<Vec<u32>>,
     },
 }
 
@@ -81,6 +88,20 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}", serde_json::to_string_pretty(&report).expect("json"));
             Ok(())
         }
-        Command::Claim { name, seeds, out } => eoslab::cli::claim(&name, seeds, out.as_deref()),
+        Command::Claim {
+            name,
+            seeds,
+            out,
+            data,
+            classes,
+        } => eoslab::cli::claim(
+            &name,
+            seeds,
+            out.as_deref(),
+            &eoslab::cli::DataChoice {
+                path: data,
+                classes,
+            },
+        ),
     }
 }
