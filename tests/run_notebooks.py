@@ -366,6 +366,7 @@ def run_one(path: Path, out_dir: Path, args: argparse.Namespace) -> dict:
         "error": error,
         "ipynb": out_nb.name,
         "html": out_html.name if out_html else None,
+        "finished": nb.metadata["eoslab_run"]["finished"],
     }
 
 
@@ -410,6 +411,8 @@ def write_index(out_dir: Path, rows: list[dict], meta: dict, no_html: bool) -> N
         if r.get("error"):
             status += f'<pre class="meta">{e(r["error"])}</pre>'
         cells = f'{r["cells_executed"]}/{r["code_cells"]} cells'
+        if r.get("finished"):
+            cells += f', {e(r["finished"][:16].replace("T", " "))}'
         trs.append(f"<tr><td>{link}</td><td>{claims}</td><td>{status}</td>"
                    f'<td>{fmt_seconds(r["seconds"])}<br><span class="meta">{cells}</span></td></tr>')
     env_items = "".join(f"<li><code>{e(k)}={e(v)}</code></li>" for k, v in meta["env"].items()
@@ -421,7 +424,7 @@ def write_index(out_dir: Path, rows: list[dict], meta: dict, no_html: bool) -> N
 <title>eoslab notebook reports</title><style>{INDEX_CSS}</style></head>
 <body>
 <h1>eoslab notebook reports</h1>
-<p class="meta">Generated {e(meta["generated"])}. {tools}</p>
+<p class="meta">Updated {e(meta["generated"])}. {tools}</p>
 <table>
 <thead><tr><th>Notebook</th><th>Claim</th><th>Status</th><th>Run time</th></tr></thead>
 <tbody>
@@ -432,6 +435,24 @@ order, with:</p><ul class="meta">{env_items}</ul>
 </body></html>
 """
     (out_dir / "index.html").write_text(doc, encoding="utf-8")
+
+
+def earlier_rows(out_dir: Path, nb_dir: Path, selected: list[Path]) -> list[dict]:
+    """Rows of an earlier run into the same output dir for notebooks not run this time (e.g.
+    `make reports NOTEBOOKS=01*`), so the index keeps listing every notebook that has a report.
+    Dropped: notebooks run now, notebooks no longer in nb_dir, reports no longer on disk."""
+    try:
+        old = json.loads((out_dir / "summary.json").read_text(encoding="utf-8"))["notebooks"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    now = {p.name for p in selected}
+    keep = []
+    for r in old:
+        name = r.get("notebook", "")
+        if (isinstance(r, dict) and name not in now and (nb_dir / name).is_file()
+                and (out_dir / r.get("ipynb", name)).is_file()):
+            keep.append(r)
+    return keep
 
 
 @contextlib.contextmanager
@@ -470,13 +491,17 @@ def main(argv: list[str] | None = None) -> int:
     log(f"{len(notebooks)} notebook(s) from {nb_dir} -> {out_dir}")
 
     rows: list[dict] = []
+    kept = earlier_rows(out_dir, nb_dir, notebooks)
+    if kept:
+        log(f"index keeps earlier results of {', '.join(r['notebook'] for r in kept)}")
     t_all = time.monotonic()
     with tmpdir_lock(Path(env["EVCXR_TMPDIR"])):
         for i, path in enumerate(notebooks, 1):
             log(f"[{i}/{len(notebooks)}] START {path.name}")
             row = run_one(path, out_dir, args)
             rows.append(row)
-            write_index(out_dir, rows, meta, args.no_html)
+            write_index(out_dir, sorted(kept + rows, key=lambda r: r["notebook"]), meta,
+                        args.no_html)
             log(f"[{i}/{len(notebooks)}] END   {path.name}: {row['status']} in "
                 f"{fmt_seconds(row['seconds'])} (first cell {fmt_seconds(row['first_cell_seconds'])})")
             for c in row["claims"] or ["no claim"]:

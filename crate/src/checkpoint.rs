@@ -3,6 +3,7 @@
 //!
 //! A PyTorch user loads one with `safetensors.torch.load_file(path)`: the keys `net.0.weight`, …
 //! match an `nn.Sequential` of the same architecture; metadata is in the file's header.
+use crate::data::atomic::write_atomic;
 use crate::loss::LossKind;
 use crate::model::{InitSpec, Model, ModelSpec};
 use crate::objective::Objective;
@@ -146,36 +147,6 @@ fn from_view(path: &Path, name: &str, v: &TensorView) -> Result<Tensor> {
         }
     };
     Ok(t)
-}
-
-/// Write `bytes` to `path` atomically: a temporary file in the same directory, then rename, so
-/// an existing file is replaced whole or not at all.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let name = path
-        .file_name()
-        .ok_or_else(|| Error::Config(format!("{}: not a file path", path.display())))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let res = (|| -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if let Err(e) = res {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(Error::io(path, e));
-    }
-    Ok(())
 }
 
 /// Save a process: parameters, momentum buffers and `meta`.

@@ -28,7 +28,7 @@ impl Figure {
     }
     /// Write the SVG to `path` (atomically).
     pub fn save(&self, path: &Path) -> Result<()> {
-        crate::checkpoint::write_atomic(path, self.svg.as_bytes())
+        crate::data::atomic::write_atomic(path, self.svg.as_bytes())
     }
 }
 

@@ -128,14 +128,35 @@ fn claim_data_choice_selects_source_and_classes() {
     use eoslab::cli::DataChoice;
     use eoslab::experiment::{DataSource, presets};
     let mut d = presets::digits_data();
-    DataChoice { path: Some("my/data.csv.gz".into()), classes: None }.apply(&mut d).unwrap();
+    DataChoice {
+        path: Some("my/data.csv.gz".into()),
+        classes: None,
+    }
+    .apply(&mut d)
+    .unwrap();
     assert!(matches!(d.source, DataSource::Csv { .. }));
-    assert_eq!(d.classes, None, "the digits' class pair does not carry over to other data");
-    DataChoice { path: Some("x.safetensors".into()), classes: Some(vec![1, 9]) }.apply(&mut d).unwrap();
+    assert_eq!(
+        d.classes, None,
+        "the digits' class pair does not carry over to other data"
+    );
+    DataChoice {
+        path: Some("x.safetensors".into()),
+        classes: Some(vec![1, 9]),
+    }
+    .apply(&mut d)
+    .unwrap();
     assert!(matches!(d.source, DataSource::Safetensors { .. }));
     assert_eq!(d.classes, Some(vec![1, 9]));
-    let e = DataChoice { path: Some("x.parquet".into()), classes: None }.apply(&mut d).unwrap_err().to_string();
+    let e = DataChoice {
+        path: Some("x.parquet".into()),
+        classes: None,
+    }
+    .apply(&mut d)
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("x.parquet"), "{e}");
-    let e = eoslab::cli::run_claim("nope", None, None, &DataChoice::default()).unwrap_err().to_string();
+    let e = eoslab::cli::run_claim("nope", None, None, &DataChoice::default())
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("tradeoff"), "{e}");
 }

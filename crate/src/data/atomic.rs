@@ -27,6 +27,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         std::process::id(),
         COUNTER.fetch_add(1, Ordering::Relaxed)
     ));
+    // Run directories are created on first write (checkpoints under seed-N/, figures, tables).
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let tmp = dir.join(tmp_name);
     let result = (|| {
         let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
@@ -60,10 +62,15 @@ mod tests {
     }
 
     #[test]
-    fn missing_directory_is_an_error_naming_it() {
+    fn missing_directories_are_created_and_blocked_ones_named() {
         let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("no/such/dir/a.bin");
-        let e = write_atomic(&p, b"x").unwrap_err().to_string();
-        assert!(e.contains("no/such/dir"), "{e}");
+        let p = dir.path().join("new/sub/a.bin");
+        write_atomic(&p, b"x").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"x");
+        // A parent that is a file cannot become a directory: the error names it.
+        let blocker = dir.path().join("file");
+        std::fs::write(&blocker, b"").unwrap();
+        let e = write_atomic(&blocker.join("a.bin"), b"x").unwrap_err().to_string();
+        assert!(e.contains("file"), "{e}");
     }
 }
