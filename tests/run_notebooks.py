@@ -67,6 +67,7 @@ import re
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -252,7 +253,10 @@ def error_summary(nb, exc: BaseException, code_cells: list[int]) -> str:
     if failing is None:  # kernel died, timeout, export problem, ...
         text = ANSI_RE.sub("", str(exc)).strip()
         lines = [ln for ln in text.splitlines() if ln.strip()]
-        return f"{type(exc).__name__}: " + "\n".join(lines[-12:] or ["(no message)"])
+        if not lines:  # e.g. a bare AssertionError inside nbclient: say where
+            tb = traceback.extract_tb(exc.__traceback__)
+            lines = [f"(no message) at {f.filename}:{f.lineno} in {f.name}" for f in tb[-2:]]
+        return f"{type(exc).__name__}: " + "\n".join(lines[-12:])
     cell = nb.cells[failing]
     src = cell.source.strip().splitlines()
     head = src[0] if src else ""
