@@ -70,7 +70,9 @@ mod tests {
         // A parent that is a file cannot become a directory: the error names it.
         let blocker = dir.path().join("file");
         std::fs::write(&blocker, b"").unwrap();
-        let e = write_atomic(&blocker.join("a.bin"), b"x").unwrap_err().to_string();
+        let e = write_atomic(&blocker.join("a.bin"), b"x")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("file"), "{e}");
     }
 }
