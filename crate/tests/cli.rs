@@ -26,18 +26,22 @@ fn sharpness_command_matches_tracked_value() {
         2,
     )
     .unwrap();
-    let model = Model::new(
-        &ModelSpec::mlp(&[d, 16, 2], Activation::Tanh),
-        InitSpec {
-            scale: 1.0,
-            seed: 3,
-        },
-        &Device::Cpu,
-        DType::F64,
-    )
-    .unwrap();
-    let obj = Objective::from_dataset(&ds, &Device::Cpu, DType::F64, LossKind::Mse, None).unwrap();
-    let mut gd = GradientDescent::new(model, obj, 0.05, 0.0).unwrap();
+    let process = || {
+        let model = Model::new(
+            &ModelSpec::mlp(&[d, 16, 2], Activation::Tanh),
+            InitSpec {
+                scale: 1.0,
+                seed: 3,
+            },
+            &Device::Cpu,
+            DType::F64,
+        )
+        .unwrap();
+        let obj =
+            Objective::from_dataset(&ds, &Device::Cpu, DType::F64, LossKind::Mse, None).unwrap();
+        GradientDescent::new(model, obj, 0.05, 0.0).unwrap()
+    };
+    let mut gd = process();
     let mut tracker = SharpnessTracker::new(SharpnessConfig {
         every: Every::new(10),
         lanczos: LanczosConfig {
@@ -64,18 +68,7 @@ fn sharpness_command_matches_tracked_value() {
     let data = dir.join("train.safetensors");
     eoslab::data::tensors::export(&ds, &data, &[]).unwrap();
     // An independent run to step 30 (bit-identical by determinism), checkpointed there.
-    let model = Model::new(
-        &ModelSpec::mlp(&[d, 16, 2], Activation::Tanh),
-        InitSpec {
-            scale: 1.0,
-            seed: 3,
-        },
-        &Device::Cpu,
-        DType::F64,
-    )
-    .unwrap();
-    let obj = Objective::from_dataset(&ds, &Device::Cpu, DType::F64, LossKind::Mse, None).unwrap();
-    let mut gd30 = GradientDescent::new(model, obj, 0.05, 0.0).unwrap();
+    let mut gd30 = process();
     gd30.run(30, &mut []).unwrap();
     let meta = CheckpointMeta::for_process(
         &gd30,
