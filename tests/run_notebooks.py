@@ -8,7 +8,12 @@ For every selected notebook, in sorted order and strictly one at a time, this sc
     (`<name>.html`) into the output directory -- also when the notebook failed, so the error is
     visible in the report;
   * collects the notebook's claim lines: every output line containing `CLAIM <name>: HOLDS` or
-    `CLAIM <name>: FAILS` (stream output, rich text output and error tracebacks), verbatim.
+    `CLAIM <name>: FAILS` (stream output, rich text output and error tracebacks), verbatim;
+  * marks the notebook failed when a cell errors, when a claim line says FAILS (unless the
+    notebook records that outcome for its scale in its markdown: "Recorded outcome:
+    `CLAIM <name>: FAILS`", and then also when it says HOLDS), when a claim the notebook
+    declares in its text (`CLAIM <name>:`) printed no verdict, or when a cell panicked (evcxr
+    reports `?` errors and panics as successful cells: see `science_failure`).
 After each notebook it (re)writes `index.html` (unless --no-html) and `summary.json` in the output
 directory: one row per notebook with its claim lines, status (ok / error) and run time.
 It exits with status 1 if any notebook errored, 2 on a usage/setup problem, 0 otherwise.
@@ -252,6 +257,63 @@ def claim_lines(nb) -> list[str]:
     return seen
 
 
+def declared_claims(nb) -> list[str]:
+    """Claim names the notebook says it prints (`CLAIM <name>:` anywhere in its source)."""
+    names: list[str] = []
+    for cell in nb.cells:
+        for m in re.finditer(r"CLAIM ([^\s:`]+):", cell.get("source", "")):
+            if m.group(1) not in names:
+                names.append(m.group(1))
+    return names
+
+
+# A notebook records the outcome it reproduces when a claim does not hold at its scale, visibly in
+# its markdown: "Recorded outcome: `CLAIM <name>: FAILS`". Without a record, HOLDS is expected.
+RECORDED_RE = re.compile(r"Recorded outcome[^`\n]*`CLAIM ([^\s:`]+): (HOLDS|FAILS)`")
+
+
+def recorded_outcomes(nb) -> dict[str, str]:
+    """Claim name -> the outcome the notebook records for its own scale (see RECORDED_RE)."""
+    out: dict[str, str] = {}
+    for cell in nb.cells:
+        if cell.get("cell_type") == "markdown":
+            for m in RECORDED_RE.finditer(cell.get("source", "")):
+                out[m.group(1)] = m.group(2)
+    return out
+
+
+def science_failure(nb) -> str | None:
+    """Failures the kernel does not report as cell errors.
+
+    evcxr 0.22 answers `ok` for a cell whose code returns an error through `?` (it prints the
+    error on stderr) and even for a cell that panics (it restarts its child process). So a
+    notebook fails here when a claim line says FAILS, when a declared claim printed no HOLDS
+    line (e.g. an earlier `?` stopped the run), or when any cell panicked.
+    """
+    problems: list[str] = []
+    lines = claim_lines(nb)
+    recorded = recorded_outcomes(nb)
+    for line in lines:
+        m = CLAIM_RE.search(line)
+        name, outcome = m.group(0)[len("CLAIM "):].split(": ")
+        expected = recorded.get(name, "HOLDS")
+        if outcome != expected:
+            problems.append(
+                f"claim {name}: printed {outcome}, recorded outcome {expected}: {line}"
+                if name in recorded else f"claim does not hold: {line}")
+    for name in declared_claims(nb):
+        if not any(f"CLAIM {name}: " in line for line in lines):
+            problems.append(f"claim {name}: no verdict printed (a cell returned an error? see its stderr)")
+    for k, cell in enumerate(c for c in nb.cells if c.get("cell_type") == "code"):
+        for out in cell.get("outputs", []):
+            text = out.get("text", "")
+            text = "".join(text) if isinstance(text, list) else text
+            if out.get("output_type") == "stream" and " panicked at " in text:
+                problems.append(f"cell {k + 1} panicked: {ANSI_RE.sub('', text).strip()[:300]}")
+                break
+    return "\n".join(problems) or None
+
+
 def error_summary(nb, exc: BaseException, code_cells: list[int]) -> str:
     """What went wrong, for the log and the index: the failing cell and its error outputs."""
     failing = None
@@ -352,6 +414,7 @@ def run_one(path: Path, out_dir: Path, args: argparse.Namespace) -> dict:
             with contextlib.suppress(Exception):
                 run_sync(km.shutdown_kernel)(now=True)
     elapsed = time.monotonic() - t0
+    error = error or science_failure(nb)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     out_nb = out_dir / path.name

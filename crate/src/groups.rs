@@ -107,6 +107,11 @@ impl GroupConfig {
             inject: true,
         }
     }
+
+    /// The configuration as pretty JSON (for notebooks and run directories).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("group config serialises")
+    }
 }
 
 /// The training set with groups, and (in tracking mode) the held-out group examples.

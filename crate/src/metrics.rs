@@ -57,6 +57,22 @@ impl RunLog {
             .collect()
     }
 
+    /// The value of a series at the measurement nearest effective time `t` (NaN if none).
+    pub fn value_near(
+        &self,
+        branch: &str,
+        seed: u64,
+        group: &str,
+        metric: &str,
+        t: f64,
+    ) -> f64 {
+        self.series(branch, seed, group, metric)
+            .into_iter()
+            .min_by(|a, b| (a.0 - t).abs().total_cmp(&(b.0 - t).abs()))
+            .map(|p| p.1)
+            .unwrap_or(f64::NAN)
+    }
+
     /// The log as a DataFrame with columns run, branch, seed, step, t_eff, group, metric, value.
     pub fn to_frame(&self) -> Result<DataFrame> {
         let r = &self.rows;

@@ -119,7 +119,8 @@ impl Monitor {
             .collect();
         for (name, obj) in &targets {
             let (l, g) = obj.value_and_grad(model)?;
-            let acc = loss::accuracy(&obj.outputs(model)?, obj.y())?;
+            let out = obj.outputs(model)?;
+            let acc = loss::accuracy(&out, obj.y())?;
             let g2 = sq_norm(&g)?;
             let gflat = flatten(&g)?;
             let proj: Vec<f64> = vecs
@@ -144,6 +145,15 @@ impl Monitor {
             self.row(step, t_eff, name, "proj2_vmax", g2 * cos2);
             self.row(step, t_eff, name, "cos2_topk", topk);
             self.row(step, t_eff, name, "gHg", ghg);
+            // The per-example margin distribution as deciles: how confidently each group is
+            // classified (the saturation claim's mechanism under cross-entropy).
+            let m: Vec<f64> = loss::margins(&out, obj.onehot())?
+                .to_dtype(candle_core::DType::F64)?
+                .to_vec1()?;
+            for (q, metric) in margin_metrics() {
+                let v = crate::experiment::verdict::quantile(&m, q);
+                self.row(step, t_eff, name, &metric, v);
+            }
         }
         if let Some(test) = self.test.clone() {
             let out = test.outputs(model)?;
@@ -156,6 +166,13 @@ impl Monitor {
         }
         Ok(rec)
     }
+}
+
+/// The margin deciles logged per group: (level in [0, 1], metric name), in increasing order.
+pub fn margin_metrics() -> Vec<(f64, String)> {
+    (0..=10)
+        .map(|i| (i as f64 / 10.0, format!("margin_p{}", 10 * i)))
+        .collect()
 }
 
 fn flat_dot(a: &candle_core::Tensor, b: &candle_core::Tensor) -> Result<f64> {

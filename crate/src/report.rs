@@ -48,6 +48,27 @@ pub fn effects_frame(effects: &[GroupEffect]) -> Result<DataFrame> {
     ])?)
 }
 
+/// Per group, the median over seeds of each metric's mean over the window on `branch`
+/// (one row per group, one column per metric).
+pub fn window_metrics_frame(r: &BranchResult, branch: &str, metrics: &[&str]) -> Result<DataFrame> {
+    use crate::experiment::{claims::window_mean, verdict::median};
+    let groups = r.paper_groups();
+    let mut cols = vec![Column::new("group".into(), groups.clone())];
+    for m in metrics {
+        let values: Vec<f64> = groups
+            .iter()
+            .map(|g| {
+                let per_seed: Vec<f64> = (0..r.seeds.len())
+                    .map(|i| window_mean(r, i, branch, g, m))
+                    .collect();
+                median(&per_seed)
+            })
+            .collect();
+        cols.push(Column::new((*m).into(), values));
+    }
+    Ok(DataFrame::new_infer_height(cols)?)
+}
+
 /// λ_max of the baseline, the EoS branch (solid) and the stable branch (dashed), with both
 /// thresholds, for seed index `i`.
 pub fn sharpness_figure(r: &BranchResult, i: usize) -> Result<Figure> {
@@ -173,6 +194,31 @@ pub fn metric_figure(
         p = p.line("", s.log.series("stable", s.seed, g, metric), c, true);
     }
     p.window(s.window.0, s.window.1, "window").render()
+}
+
+/// Each group's per-example margin distribution (true output − best other output) on the EoS
+/// branch, as its decile curve: dashed at t*, solid at the window's end (t**), seed index `i`.
+pub fn margin_figure(r: &BranchResult, i: usize) -> Result<Figure> {
+    let s = &r.seeds[i];
+    let at = |g: &str, t: f64| -> Vec<(f64, f64)> {
+        crate::monitor::margin_metrics()
+            .into_iter()
+            .map(|(q, m)| (q, s.log.value_near("eos", s.seed, g, &m, t)))
+            .collect()
+    };
+    let mut p = LinePlot::new(
+        format!(
+            "Margin distribution per group (EoS branch, seed {}): dashed at t*, solid at t**",
+            s.seed
+        ),
+        "quantile level within the group",
+        "margin: true − best other output",
+    );
+    for (c, g) in r.paper_groups().iter().enumerate() {
+        p = p.line(g.clone(), at(g, s.window.1), c, false);
+        p = p.line("", at(g, s.window.0), c, true);
+    }
+    p.hline(0.0, "decision boundary", 7).render()
 }
 
 /// The standard set of branching figures, named for files.

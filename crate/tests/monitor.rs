@@ -81,4 +81,29 @@ fn group_metrics_match_direct_computation() {
     assert!((mon.log.series("eos", 7, "all", "lambda_1")[0].1 - rec.values[0]).abs() < 1e-12);
     let acc = get("accuracy");
     assert!((0.0..=1.0).contains(&acc));
+
+    // Margins: true-class output minus the other output (2 classes), computed by hand per
+    // example; the logged deciles are its min, median and max at 0, 50 and 100.
+    let out: Vec<Vec<f64>> = obj
+        .subset(&idx)
+        .unwrap()
+        .outputs(&gd.model)
+        .unwrap()
+        .to_vec2()
+        .unwrap();
+    let mut m: Vec<f64> = idx
+        .iter()
+        .zip(&out)
+        .map(|(&i, o)| {
+            let c = train.y[i] as usize;
+            o[c] - o[1 - c]
+        })
+        .collect();
+    m.sort_by(f64::total_cmp);
+    let n = m.len();
+    assert_eq!(n, 8);
+    let median = 0.5 * (m[n / 2 - 1] + m[n / 2]);
+    assert!((get("margin_p0") - m[0]).abs() < 1e-12);
+    assert!((get("margin_p50") - median).abs() < 1e-12);
+    assert!((get("margin_p100") - m[n - 1]).abs() < 1e-12);
 }

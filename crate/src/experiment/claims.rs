@@ -2,8 +2,8 @@
 use super::verdict::{Verdict, median};
 use crate::branch::BranchResult;
 
-/// Mean of a metric over one branch's measurements inside a seed's window.
-fn window_mean(r: &BranchResult, i: usize, branch: &str, group: &str, metric: &str) -> f64 {
+/// Mean of a metric over one branch's measurements inside seed index `i`'s window.
+pub fn window_mean(r: &BranchResult, i: usize, branch: &str, group: &str, metric: &str) -> f64 {
     let s = &r.seeds[i];
     let v: Vec<f64> = s
         .log
@@ -22,12 +22,7 @@ fn window_mean(r: &BranchResult, i: usize, branch: &str, group: &str, metric: &s
 /// Value of a metric at the measurement nearest `t` on one branch.
 fn value_near(r: &BranchResult, i: usize, branch: &str, group: &str, metric: &str, t: f64) -> f64 {
     let s = &r.seeds[i];
-    s.log
-        .series(branch, s.seed, group, metric)
-        .into_iter()
-        .min_by(|a, b| (a.0 - t).abs().total_cmp(&(b.0 - t).abs()))
-        .map(|p| p.1)
-        .unwrap_or(f64::NAN)
+    s.log.value_near(branch, s.seed, group, metric, t)
 }
 
 fn seeds_check(v: &mut Verdict, r: &BranchResult) {
