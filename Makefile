@@ -5,6 +5,7 @@
 #   make setup          .venv/ with the pinned nbconvert stack + evcxr_jupyter kernel `rust`
 #   make clean-reports  remove reports/
 #   make clean-notebook-cache   remove the evcxr build dir and :cache (next run compiles cold)
+#   make check-cuda     build the `cuda` binary (CUDA 13.0 from PyPI, no GPU needed; see below)
 #
 # Knobs (make VAR=... or environment):
 #   NOTEBOOKS        subset to run: names, stems or globs in notebooks/ (default: all, sorted)
@@ -121,3 +122,30 @@ clean-notebook-cache:
 
 clean-venv:
 	rm -rf "$(VENV)"
+
+# ---- CUDA build check (not part of `make test`) -------------------------------------------------
+#   make check-cuda     CUDA 13.0 toolkit from NVIDIA's PyPI wheels into .venv-cuda (first time,
+#                       ~1.2 GB), then `cargo build --release --features cuda --target-dir
+#                       target/cuda`: compiles candle's CUDA kernels with nvcc and links the
+#                       binary target/cuda/release/eoslab, and target/cuda/eoslab-cuda.xz
+#                       (stripped, compressed: to carry to a GPU machine). No GPU needed.
+#   make gpu-check      tests/gpu_check.sh: that binary on cuda:0 against the CPU (needs a GPU)
+# Knobs: CUDA_COMPUTE_CAP (default 90 = H100/H200; 80 = A100, 89 = L4/RTX 40xx).
+CUDA_COMPUTE_CAP ?= 90
+
+.PHONY: check-cuda gpu-check
+
+check-cuda:
+	@$(T0); eval "$$(CUDA_COMPUTE_CAP=$(CUDA_COMPUTE_CAP) $(ROOT)/tests/cuda_toolkit.sh)"; \
+	  $(call T1,CUDA toolkit in .venv-cuda); \
+	  echo "nvcc $$(nvcc --version | sed -n 's/.*release \([0-9.]*\).*/\1/p'), kernels for sm_$$CUDA_COMPUTE_CAP"; \
+	  t0=$$(date +%s); \
+	  cargo build --release --features cuda --target-dir "$(ROOT)/target/cuda" --bin eoslab; \
+	  $(call T1,cargo build --release --features cuda); \
+	  strip -o "$(ROOT)/target/cuda/eoslab-cuda" "$(ROOT)/target/cuda/release/eoslab"; \
+	  xz -f -T0 -6 "$(ROOT)/target/cuda/eoslab-cuda"; \
+	  ls -l "$(ROOT)/target/cuda/release/eoslab" "$(ROOT)/target/cuda/eoslab-cuda.xz"; \
+	  du -sh "$(ROOT)/.venv-cuda" "$(ROOT)/target/cuda"
+
+gpu-check:
+	@bash "$(ROOT)/tests/gpu_check.sh"

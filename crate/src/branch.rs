@@ -10,6 +10,7 @@ use crate::metrics::RunLog;
 use crate::model::{InitSpec, Model};
 use crate::monitor::Monitor;
 use crate::objective::Objective;
+use crate::resume::{Resume, ResumeOptions};
 use crate::train::{GradientDescent, Observer, Progress};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -111,24 +112,40 @@ pub struct BranchResult {
     pub train: Dataset,
 }
 
-/// Run a branch process for `horizon` effective time, measuring every `every` steps.
+/// Run a branch process for `horizon` effective time, measuring every `every` steps; with
+/// `resume`, checkpointed periodically and restored from its last checkpoint.
 fn run_branch(
     gd: &mut GradientDescent,
     monitor: &mut Monitor,
     every: usize,
     horizon: f64,
-    label: &str,
+    (name, seed): (&str, u64),
+    resume: Option<&Resume>,
 ) -> Result<()> {
+    let label = format!("{name} seed={seed}");
     let steps = (horizon / gd.state.lr).round() as usize;
+    let start = gd.state.step;
+    let mut ck = resume.map(|r| r.process(seed, name, every));
+    if let Some(ck) = ck.as_mut() {
+        ck.restore(gd, &mut monitor.tracker, &mut monitor.log)?;
+    }
+    let mut hooks = resume.map(|r| r.hooks(label.clone()));
     let mut progress = Progress::new(label, (steps / 4).max(1));
-    for i in 0..=steps {
-        if i % every == 0 || i == steps {
+    loop {
+        let i = gd.state.step - start;
+        if i.is_multiple_of(every) || i == steps {
+            if let Some(ck) = &ck {
+                ck.save_if_due(i, gd, &monitor.tracker, &monitor.log)?;
+            }
             monitor.measure(gd)?;
         }
-        if i == steps {
+        if i >= steps {
             break;
         }
-        let mut obs: [&mut dyn Observer; 1] = [&mut progress];
+        let mut obs: Vec<&mut dyn Observer> = vec![&mut progress];
+        if let Some(h) = hooks.as_mut() {
+            obs.push(h);
+        }
         gd.step(&mut obs)?;
     }
     Ok(())
@@ -173,6 +190,19 @@ pub fn run_seed(
     seed: u64,
     dir: Option<&Path>,
 ) -> Result<SeedBranches> {
+    run_seed_with(cfg, train, test, seed, dir, None)
+}
+
+/// [`run_seed`], with periodic checkpoints and resumption when `resume` is given (its
+/// directory is then the run directory).
+pub fn run_seed_with(
+    cfg: &BranchConfig,
+    train: &Dataset,
+    test: &Dataset,
+    seed: u64,
+    dir: Option<&Path>,
+    resume: Option<&Resume>,
+) -> Result<SeedBranches> {
     let run = &cfg.run;
     let (device, dtype) = (run.device()?, run.dtype()?);
     let (eta_eos, eta_stable, eta_base) = cfg.rates();
@@ -201,8 +231,16 @@ pub fn run_seed(
     // The fork condition: λ_max at or beyond the EoS rate's threshold 2(1+β)/η.
     let target = 2.0 * (1.0 + run.momentum) / eta_eos;
     let mut progress = Progress::new(format!("baseline seed={seed}"), (run.steps / 4).max(1));
+    let mut ck = resume.map(|r| r.process(seed, "baseline", every));
+    if let Some(ck) = ck.as_mut() {
+        ck.restore(&mut gd, &mut monitor.tracker, &mut monitor.log)?;
+    }
+    let mut hooks = resume.map(|r| r.hooks(format!("baseline seed={seed}")));
     loop {
         if gd.state.step % every == 0 {
+            if let Some(ck) = &ck {
+                ck.save_if_due(gd.state.step, &gd, &monitor.tracker, &monitor.log)?;
+            }
             let rec = monitor.measure(&gd)?;
             if gd.state.step >= run.burn_in && rec.lambda_max() >= target {
                 break;
@@ -221,7 +259,10 @@ pub fn run_seed(
                 run.steps
             )));
         }
-        let mut obs: [&mut dyn Observer; 1] = [&mut progress];
+        let mut obs: Vec<&mut dyn Observer> = vec![&mut progress];
+        if let Some(h) = hooks.as_mut() {
+            obs.push(h);
+        }
         gd.step(&mut obs)?;
     }
     let fork_step = gd.state.step;
@@ -254,7 +295,8 @@ pub fn run_seed(
         &mut m_eos,
         every,
         cfg.horizon,
-        &format!("eos seed={seed}"),
+        ("eos", seed),
+        resume,
     )?;
     let every_stable = ((dt / eta_stable).round() as usize).max(1);
     run_branch(
@@ -262,7 +304,8 @@ pub fn run_seed(
         &mut m_stable,
         every_stable,
         cfg.horizon,
-        &format!("stable seed={seed}"),
+        ("stable", seed),
+        resume,
     )?;
 
     let thr_stable = 2.0 * (1.0 + run.momentum) / eta_stable;
@@ -330,16 +373,54 @@ pub fn run_seed(
 
 /// Run every seed; with `dir`, also write the run directory (see [`BranchResult::write`]).
 pub fn run(cfg: &BranchConfig, dir: Option<&Path>) -> Result<BranchResult> {
+    run_with(cfg, dir, None)
+}
+
+/// [`run`]; with `resume` options (and `dir`), resumable: the directory is claimed for this
+/// configuration (a different one is an error), each process is checkpointed periodically,
+/// completed seeds are kept, and a rerun continues where the last one stopped (see
+/// [`crate::resume`]).
+pub fn run_with(
+    cfg: &BranchConfig,
+    dir: Option<&Path>,
+    resume: Option<&ResumeOptions>,
+) -> Result<BranchResult> {
     cfg.validate()?;
     let (train, test) = prepare(cfg)?;
+    let resume = match (dir, resume) {
+        (Some(d), Some(o)) => Some(Resume::open(
+            d,
+            serde_json::to_value(cfg).map_err(|e| Error::Numerics(e.to_string()))?,
+            &train.fingerprint(),
+            o.clone(),
+        )?),
+        (None, Some(_)) => {
+            return Err(Error::Config(
+                "a resumable run needs an output directory".into(),
+            ));
+        }
+        _ => None,
+    };
     if let Some(dir) = dir {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        crate::data::atomic::write_atomic(&dir.join("config.json"), cfg.to_json().as_bytes())?;
+        if resume.is_none() {
+            crate::data::atomic::write_atomic(&dir.join("config.json"), cfg.to_json().as_bytes())?;
+        }
         crate::data::tensors::export(&train, &dir.join("train.safetensors"), &[])?;
     }
     let mut seeds = Vec::new();
     for &s in &cfg.seeds {
-        seeds.push(run_seed(cfg, &train, &test, s, dir)?);
+        if let Some(r) = &resume
+            && let Some(done) = crate::resume::load_seed(r, s)?
+        {
+            seeds.push(done);
+            continue;
+        }
+        let result = run_seed_with(cfg, &train, &test, s, dir, resume.as_ref())?;
+        if let Some(r) = &resume {
+            crate::resume::save_seed(r, &result)?;
+        }
+        seeds.push(result);
     }
     let mut groups: Vec<String> = seeds[0].window_delta.keys().cloned().collect();
     // Paper groups first (in id order), then the whole-set rows.

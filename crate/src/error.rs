@@ -28,6 +28,9 @@ pub enum Error {
     /// A numerical guard tripped (for example a Hessian-vector product without a graph).
     #[error("{0}")]
     Numerics(String),
+    /// A run stopped on purpose (its step budget was spent); rerunning it resumes it.
+    #[error("interrupted: {0}")]
+    Interrupted(String),
     /// A table operation failed.
     #[error(transparent)]
     Polars(#[from] polars::prelude::PolarsError),

@@ -1,5 +1,6 @@
 //! eoslab: reproduce and extend "Edge of Stability Selectively Shapes Learning Across the Data
 //! Distribution" with full-batch gradient descent, exact Hessian spectra and per-group analysis.
+mod analytic;
 pub mod autodiff;
 pub mod branch;
 pub mod checkpoint;
@@ -9,13 +10,16 @@ pub mod error;
 pub mod experiment;
 pub mod groups;
 pub mod hessian;
+mod kernels;
 pub mod loss;
 pub mod metrics;
 pub mod model;
 pub mod monitor;
 pub mod objective;
+pub mod ops;
 pub mod plot;
 pub mod report;
+pub mod resume;
 pub mod rng;
 pub mod sharpness;
 pub mod train;

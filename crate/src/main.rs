@@ -42,13 +42,24 @@ enum Command {
         dtype: String,
     },
     /// Run a claim's experiment and print `CLAIM <name>: HOLDS|FAILS` with a JSON summary.
+    ///
+    /// With --out the run is resumable: rerunning the same command after an interruption
+    /// continues from the last checkpoint and skips completed seeds; a different configuration
+    /// in that directory is an error.
     Claim {
-        /// Which claim.
+        /// Which claim: eos, tradeoff, alignment or saturation.
         name: String,
+        /// `digits` (the shipped data, CPU scale) or `paper-cifar10` (CIFAR-10 1 vs 9, MLP
+        /// 3072-512-512-2, η = 0.01: for a GPU; needs --data-dir).
+        #[arg(long, default_value = "digits")]
+        preset: String,
+        /// Directory with CIFAR-10's binary batches (data_batch_1.bin … test_batch.bin).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
         /// Number of seeds (default: the preset's).
         #[arg(long)]
         seeds: Option<usize>,
-        /// Output directory for the run record.
+        /// Output directory for the run record (and its checkpoints).
         #[arg(long)]
         out: Option<PathBuf>,
         /// Your data instead of the shipped digits: a CSV (label in the last column) or a
@@ -58,6 +69,70 @@ enum Command {
         /// Classes to keep, e.g. `3,8` (relabelled 0..k in this order).
         #[arg(long, value_delimiter = ',')]
         classes: Option<Vec<u32>>,
+        /// `cpu` or `cuda:N` (needs a build with `--features cuda`).
+        #[arg(long)]
+        device: Option<String>,
+        /// `f32` or `f64` (default: the preset's, f32).
+        #[arg(long)]
+        dtype: Option<String>,
+        /// Cap on baseline steps (branching claims) or run length (eos), instead of the preset's.
+        #[arg(long)]
+        steps: Option<usize>,
+        /// Stop after this many gradient steps (exit status 3); rerun to resume.
+        #[arg(long)]
+        step_budget: Option<usize>,
+        /// Checkpoint every this many steps (with --out).
+        #[arg(long, default_value_t = 512)]
+        checkpoint_every: usize,
+    },
+    /// Train a preset's baseline for some steps; print per-step losses, λ_max and timings as
+    /// JSON (to measure costs, or compare devices and dtypes).
+    Train {
+        /// `digits` or `paper-cifar10`.
+        #[arg(long, default_value = "digits")]
+        preset: String,
+        /// Directory with CIFAR-10's binary batches (for paper-cifar10).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Gradient steps.
+        #[arg(long, default_value_t = 64)]
+        steps: usize,
+        /// `cpu` or `cuda:N`.
+        #[arg(long)]
+        device: Option<String>,
+        /// `f32` or `f64`.
+        #[arg(long)]
+        dtype: Option<String>,
+        /// Step size (default: the preset's).
+        #[arg(long)]
+        lr: Option<f64>,
+        /// `mse`, `mse-half` or `ce` (default: the preset's).
+        #[arg(long)]
+        loss: Option<String>,
+        /// Init seed.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Measure λ_max every this many steps (default: the preset's).
+        #[arg(long)]
+        sharpness_every: Option<usize>,
+        /// Also write the JSON to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// Write a synthetic data set in CIFAR-10's binary format (for trying the paper preset
+    /// without CIFAR-10).
+    SyntheticCifar {
+        /// Output directory.
+        out: PathBuf,
+        /// Training images per class (10 classes).
+        #[arg(long, default_value_t = 5000)]
+        train_per_class: usize,
+        /// Test images per class.
+        #[arg(long, default_value_t = 1000)]
+        test_per_class: usize,
+        /// Seed.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
     },
 }
 
@@ -65,6 +140,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e @ eoslab::Error::Interrupted(_)) => {
+            eprintln!("{e}");
+            ExitCode::from(3)
+        }
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
@@ -90,18 +169,77 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Claim {
             name,
+            preset,
+            data_dir,
             seeds,
             out,
             data,
             classes,
-        } => eoslab::cli::claim(
+            device,
+            dtype,
+            steps,
+            step_budget,
+            checkpoint_every,
+        } => eoslab::cli::claim_with(
             &name,
-            seeds,
-            out.as_deref(),
-            &eoslab::cli::DataChoice {
-                path: data,
-                classes,
+            &eoslab::cli::ClaimOptions {
+                preset: Some(preset),
+                data_dir,
+                seeds,
+                out,
+                data: eoslab::cli::DataChoice {
+                    path: data,
+                    classes,
+                },
+                device,
+                dtype,
+                steps,
+                step_budget,
+                checkpoint_every: Some(checkpoint_every),
             },
         ),
+        Command::Train {
+            preset,
+            data_dir,
+            steps,
+            device,
+            dtype,
+            lr,
+            loss,
+            seed,
+            sharpness_every,
+            json,
+        } => {
+            let report = eoslab::cli::train(&eoslab::cli::TrainOptions {
+                preset: Some(preset),
+                data_dir,
+                device,
+                dtype,
+                steps,
+                lr,
+                loss,
+                seed,
+                sharpness_every,
+            })?;
+            let text = serde_json::to_string_pretty(&report).expect("json");
+            if let Some(p) = json {
+                eoslab::data::atomic::write_atomic(&p, text.as_bytes())?;
+            }
+            println!("{text}");
+            Ok(())
+        }
+        Command::SyntheticCifar {
+            out,
+            train_per_class,
+            test_per_class,
+            seed,
+        } => {
+            eoslab::cli::synthetic_cifar(&out, train_per_class, test_per_class, seed)?;
+            eprintln!(
+                "wrote {} (CIFAR-10 binary format, {train_per_class} training and {test_per_class} test images per class)",
+                out.display()
+            );
+            Ok(())
+        }
     }
 }

@@ -58,14 +58,7 @@ impl RunLog {
     }
 
     /// The value of a series at the measurement nearest effective time `t` (NaN if none).
-    pub fn value_near(
-        &self,
-        branch: &str,
-        seed: u64,
-        group: &str,
-        metric: &str,
-        t: f64,
-    ) -> f64 {
+    pub fn value_near(&self, branch: &str, seed: u64, group: &str, metric: &str, t: f64) -> f64 {
         self.series(branch, seed, group, metric)
             .into_iter()
             .min_by(|a, b| (a.0 - t).abs().total_cmp(&(b.0 - t).abs()))

@@ -1,12 +1,28 @@
 //! The full-batch training objective: a loss over a fixed dataset on a device, evaluated in
 //! chunks so that large datasets fit in memory, with exact gradients and gradient graphs that
 //! Hessian-vector products differentiate again.
+//!
+//! MLPs get their derivatives in closed form ([`crate::analytic`]: backpropagation and the
+//! R-operator, exact, without autodiff overhead); other models use candle's autodiff (double
+//! backward for HVPs). [`Derivatives::Autodiff`] forces autodiff everywhere, as a reference.
+use crate::analytic::{self, ChunkCache, MlpLayout};
 use crate::autodiff::{ensure_second_order, require_graph};
 use crate::data::Dataset;
 use crate::loss::{self, LossKind};
 use crate::model::Model;
 use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor};
+
+/// How gradients and Hessian-vector products are computed. Both ways are exact; they differ
+/// only in floating-point rounding and speed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Derivatives {
+    /// Closed form for MLPs (backpropagation, R-operator), candle autodiff for other models.
+    #[default]
+    Auto,
+    /// candle's autodiff for every model: backward, and double backward for HVPs.
+    Autodiff,
+}
 
 /// A loss over a fixed set of examples, held on the device.
 #[derive(Clone, Debug)]
@@ -17,15 +33,30 @@ pub struct Objective {
     y: Tensor,
     onehot: Tensor,
     chunk: usize,
+    derivatives: Derivatives,
 }
 
-/// Gradient of the objective with the graph kept, ready for Hessian-vector products.
+/// Gradient of the objective with what Hessian-vector products need kept (the autodiff graph,
+/// or the cached forward and backward quantities of an MLP), at fixed parameters.
 pub struct GradGraph {
-    /// Per chunk: that chunk's contribution to the gradient, one tensor per parameter, attached.
-    chunks: Vec<Vec<Tensor>>,
-    vars: Vec<candle_core::Var>,
+    inner: Graph,
     /// Objective value at the parameters the graph was built at.
     pub value: f64,
+}
+
+enum Graph {
+    Autodiff {
+        /// Per chunk: that chunk's contribution to the gradient, one tensor per parameter,
+        /// attached.
+        chunks: Vec<Vec<Tensor>>,
+        vars: Vec<candle_core::Var>,
+    },
+    Mlp {
+        layout: MlpLayout,
+        weights: Vec<(Tensor, Tensor)>,
+        caches: Vec<ChunkCache>,
+        gradient: Vec<Tensor>,
+    },
 }
 
 impl Objective {
@@ -56,6 +87,7 @@ impl Objective {
             y,
             onehot,
             chunk,
+            derivatives: Derivatives::Auto,
         })
     }
 
@@ -95,7 +127,29 @@ impl Objective {
             y: self.y.index_select(&ids, 0)?,
             onehot: self.onehot.index_select(&ids, 0)?,
             chunk: self.chunk.min(idx.len()),
+            derivatives: self.derivatives,
         })
+    }
+
+    /// The same objective with derivatives computed `how`.
+    pub fn with_derivatives(&self, how: Derivatives) -> Self {
+        Objective {
+            derivatives: how,
+            ..self.clone()
+        }
+    }
+
+    /// How derivatives are computed.
+    pub fn derivatives(&self) -> Derivatives {
+        self.derivatives
+    }
+
+    /// The closed-form layout when this objective's derivatives of `model` are analytic.
+    fn analytic(&self, model: &Model) -> Option<MlpLayout> {
+        match self.derivatives {
+            Derivatives::Auto => MlpLayout::of(model),
+            Derivatives::Autodiff => None,
+        }
     }
 
     /// Number of examples.
@@ -148,6 +202,25 @@ impl Objective {
 
     /// Value and gradient (one tensor per parameter, sorted-name order, detached).
     pub fn value_and_grad(&self, model: &Model) -> Result<(f64, Vec<Tensor>)> {
+        if let Some(layout) = self.analytic(model) {
+            let weights = layout.weights(model);
+            let mut value = 0.0;
+            let mut grad: Option<Vec<Tensor>> = None;
+            for (s, len) in self.chunks() {
+                let (v, g, _) = analytic::value_and_grad(
+                    &layout,
+                    &weights,
+                    &self.x.narrow(0, s, len)?,
+                    &self.onehot.narrow(0, s, len)?,
+                    self.loss,
+                    self.n(),
+                    false,
+                )?;
+                value += v;
+                grad = Some(sum_into(grad, g)?);
+            }
+            return Ok((value, grad.expect("at least one chunk")));
+        }
         ensure_second_order()?;
         let n = self.n();
         let mut value = 0.0;
@@ -179,6 +252,35 @@ impl Objective {
     /// parameters. The forward pass and first backward are done once here and reused by every
     /// product (the graph stays valid until the parameters change).
     pub fn grad_graph(&self, model: &Model) -> Result<GradGraph> {
+        if let Some(layout) = self.analytic(model) {
+            let weights = layout.weights(model);
+            let mut value = 0.0;
+            let mut gradient: Option<Vec<Tensor>> = None;
+            let mut caches = Vec::new();
+            for (s, len) in self.chunks() {
+                let (v, g, cache) = analytic::value_and_grad(
+                    &layout,
+                    &weights,
+                    &self.x.narrow(0, s, len)?,
+                    &self.onehot.narrow(0, s, len)?,
+                    self.loss,
+                    self.n(),
+                    true,
+                )?;
+                value += v;
+                gradient = Some(sum_into(gradient, g)?);
+                caches.push(cache.expect("kept"));
+            }
+            return Ok(GradGraph {
+                inner: Graph::Mlp {
+                    layout,
+                    weights,
+                    caches,
+                    gradient: gradient.expect("at least one chunk"),
+                },
+                value,
+            });
+        }
         ensure_second_order()?;
         let n = self.n();
         let mut value = 0.0;
@@ -198,36 +300,82 @@ impl Objective {
             chunks.push(g);
         }
         Ok(GradGraph {
-            chunks,
-            vars: model.params().iter().map(|(_, v)| v.clone()).collect(),
+            inner: Graph::Autodiff {
+                chunks,
+                vars: model.params().iter().map(|(_, v)| v.clone()).collect(),
+            },
             value,
         })
     }
 }
 
+/// `acc + g` element by element (`g` when there is no `acc` yet).
+fn sum_into(acc: Option<Vec<Tensor>>, g: Vec<Tensor>) -> Result<Vec<Tensor>> {
+    Ok(match acc {
+        None => g,
+        Some(a) => a
+            .iter()
+            .zip(&g)
+            .map(|(a, b)| a + b)
+            .collect::<candle_core::Result<_>>()?,
+    })
+}
+
 impl GradGraph {
     /// The gradient (detached), one tensor per parameter.
     pub fn gradient(&self) -> Result<Vec<Tensor>> {
-        let mut out: Vec<Tensor> = self.chunks[0].iter().map(|t| t.detach()).collect();
-        for c in &self.chunks[1..] {
-            for (o, t) in out.iter_mut().zip(c) {
-                *o = (&*o + t.detach())?;
+        match &self.inner {
+            Graph::Mlp { gradient, .. } => Ok(gradient.clone()),
+            Graph::Autodiff { chunks, .. } => {
+                let mut out: Vec<Tensor> = chunks[0].iter().map(|t| t.detach()).collect();
+                for c in &chunks[1..] {
+                    for (o, t) in out.iter_mut().zip(c) {
+                        *o = (&*o + t.detach())?;
+                    }
+                }
+                Ok(out)
             }
         }
-        Ok(out)
     }
 
-    /// Exact Hessian-vector product `H v` by double backward; `v` is parameter-shaped.
+    /// Exact Hessian-vector product `H v`; `v` is parameter-shaped (sorted-name order).
     pub fn hvp(&self, v: &[Tensor]) -> Result<Vec<Tensor>> {
-        if v.len() != self.vars.len() {
+        let n_params = match &self.inner {
+            Graph::Autodiff { vars, .. } => vars.len(),
+            Graph::Mlp { gradient, .. } => gradient.len(),
+        };
+        if v.len() != n_params {
             return Err(Error::Config(format!(
                 "hvp: {} tensors for {} parameters",
                 v.len(),
-                self.vars.len()
+                n_params
             )));
         }
-        let mut out: Vec<Option<Tensor>> = vec![None; self.vars.len()];
-        for g in &self.chunks {
+        match &self.inner {
+            Graph::Autodiff { chunks, vars } => Self::hvp_autodiff(chunks, vars, v),
+            Graph::Mlp {
+                layout,
+                weights,
+                caches,
+                ..
+            } => {
+                let mut out = None;
+                for cache in caches {
+                    out = Some(sum_into(out, analytic::hvp(layout, weights, cache, v)?)?);
+                }
+                Ok(out.expect("at least one chunk"))
+            }
+        }
+    }
+
+    /// `H v` by double backward through candle's graph of the gradient.
+    fn hvp_autodiff(
+        chunks: &[Vec<Tensor>],
+        vars: &[candle_core::Var],
+        v: &[Tensor],
+    ) -> Result<Vec<Tensor>> {
+        let mut out: Vec<Option<Tensor>> = vec![None; vars.len()];
+        for g in chunks {
             // d/dθ (g(θ) · v) = H v, with v held constant.
             let mut dot: Option<Tensor> = None;
             for (gi, vi) in g.iter().zip(v) {
@@ -247,7 +395,7 @@ impl GradGraph {
             };
             require_graph(&dot, "the gradient")?;
             let hs = dot.backward()?;
-            for (acc, var) in out.iter_mut().zip(&self.vars) {
+            for (acc, var) in out.iter_mut().zip(vars) {
                 if let Some(h) = hs.get(var.as_tensor()) {
                     let h = h.detach();
                     *acc = Some(match acc.take() {
@@ -259,7 +407,7 @@ impl GradGraph {
         }
         Ok(out
             .into_iter()
-            .zip(&self.vars)
+            .zip(vars)
             .map(|(h, var)| h.map(Ok).unwrap_or_else(|| var.as_tensor().zeros_like()))
             .collect::<candle_core::Result<Vec<_>>>()?)
     }

@@ -7,19 +7,71 @@ use common::*;
 use eoslab::hessian::{HessianOp, LanczosConfig, dense_hessian, hvp, hvp_finite_difference};
 use eoslab::loss::LossKind;
 use eoslab::model::{Activation, InitSpec, Model, ModelSpec};
+use eoslab::objective::{Derivatives, Objective};
 use eoslab::train::dot;
 
-fn check_hvp_against_fd(model: &Model, obj: &eoslab::objective::Objective, what: &str) {
+/// Both ways of computing derivatives (closed form for MLPs, candle's double backward) against
+/// f64 central finite differences of the gradient.
+fn check_hvp_against_fd(model: &Model, obj: &Objective, what: &str) {
     jitter(model, 1234);
     let v = random_direction(model, 99);
-    let exact = host(&hvp(model, obj, &v).unwrap());
-    let fd = host(&hvp_finite_difference(model, obj, &v, 1e-6).unwrap());
-    let e = rel_err(&exact, &fd);
-    assert!(
-        e < 1e-8,
-        "{what}: HVP vs finite differences relative error {e:e}"
-    );
-    assert!(exact.iter().any(|x| *x != 0.0), "{what}: HVP is all zero");
+    for how in [Derivatives::Auto, Derivatives::Autodiff] {
+        let obj = obj.with_derivatives(how);
+        let exact = host(&hvp(model, &obj, &v).unwrap());
+        let fd = host(&hvp_finite_difference(model, &obj, &v, 1e-6).unwrap());
+        let e = rel_err(&exact, &fd);
+        assert!(
+            e < 1e-8,
+            "{what} ({how:?}): HVP vs finite differences relative error {e:e}"
+        );
+        assert!(
+            exact.iter().any(|x| *x != 0.0),
+            "{what} ({how:?}): HVP is all zero"
+        );
+    }
+}
+
+/// The closed-form MLP derivatives equal candle's autodiff (backward, double backward) to
+/// rounding, for every activation and loss, chunked or not.
+#[test]
+fn analytic_mlp_derivatives_match_autodiff() {
+    let acts = [Activation::Relu, Activation::Tanh, Activation::Gelu];
+    let losses = [LossKind::Mse, LossKind::MseHalf, LossKind::CrossEntropy];
+    for (i, act) in acts.into_iter().enumerate() {
+        for (j, loss) in losses.into_iter().enumerate() {
+            let seed = 100 + 10 * i as u64 + j as u64;
+            let m = mlp(&[5, 7, 6, 3], act, DType::F64, seed);
+            jitter(&m, seed);
+            for chunk in [None, Some(7)] {
+                let obj = random_objective(23, 5, 3, loss, DType::F64, seed, chunk);
+                let auto = obj.with_derivatives(Derivatives::Autodiff);
+                assert_eq!(obj.derivatives(), Derivatives::Auto);
+                let what = format!("{act:?}/{loss:?}/chunk {chunk:?}");
+                let (l1, g1) = obj.value_and_grad(&m).unwrap();
+                let (l2, g2) = auto.value_and_grad(&m).unwrap();
+                assert!(
+                    (l1 - l2).abs() <= 1e-14 * l2.abs(),
+                    "{what}: loss {l1} vs {l2}"
+                );
+                let e = rel_err(&host(&g1), &host(&g2));
+                assert!(e < 1e-13, "{what}: gradient relative error {e:e}");
+                let (op1, op2) = (
+                    HessianOp::new(&m, &obj).unwrap(),
+                    HessianOp::new(&m, &auto).unwrap(),
+                );
+                assert!((op1.value() - l2).abs() <= 1e-14 * l2.abs(), "{what}");
+                let e = rel_err(&host(&op1.gradient().unwrap()), &host(&g2));
+                assert!(e < 1e-13, "{what}: graph gradient relative error {e:e}");
+                for k in 0..2 {
+                    let v = random_direction(&m, seed + k);
+                    let h1 = host(&op1.apply(&v).unwrap());
+                    let h2 = host(&op2.apply(&v).unwrap());
+                    let e = rel_err(&h1, &h2);
+                    assert!(e < 1e-12, "{what}: HVP relative error {e:e}");
+                }
+            }
+        }
+    }
 }
 
 #[test]
@@ -241,8 +293,10 @@ fn guard_child() {
         .unwrap()
         .backward()
         .unwrap();
+    // The guard protects candle's double backward (MLPs use closed-form derivatives by default).
     let m = mlp(&[3, 4, 2], Activation::Tanh, DType::F64, 1);
-    let obj = random_objective(5, 3, 2, LossKind::Mse, DType::F64, 2, None);
+    let obj = random_objective(5, 3, 2, LossKind::Mse, DType::F64, 2, None)
+        .with_derivatives(Derivatives::Autodiff);
     let v = random_direction(&m, 3);
     let err = hvp(&m, &obj, &v).expect_err("HVP must fail when gradients are detached");
     assert!(
@@ -252,7 +306,8 @@ fn guard_child() {
     // A fresh thread reads the variable eoslab has now set: it works there.
     let ok = std::thread::spawn(move || {
         let m = mlp(&[3, 4, 2], Activation::Tanh, DType::F64, 1);
-        let obj = random_objective(5, 3, 2, LossKind::Mse, DType::F64, 2, None);
+        let obj = random_objective(5, 3, 2, LossKind::Mse, DType::F64, 2, None)
+            .with_derivatives(Derivatives::Autodiff);
         let v = random_direction(&m, 3);
         host(&hvp(&m, &obj, &v).unwrap()).iter().any(|x| *x != 0.0)
     })

@@ -72,13 +72,15 @@ impl DataConfig {
                 let d = self.keep_classes(d)?;
                 d.split_per_class(self.test_fraction, self.seed)?
             }
-            DataSource::Cifar10 { dir } => {
-                let (train, test) = match &self.classes {
-                    Some(c) => cifar::load_dir_classes(dir, c)?,
-                    None => cifar::load_dir(dir)?,
-                };
-                (train, test)
-            }
+            DataSource::Cifar10 { dir } => match &self.classes {
+                // Read only the wanted classes, then relabel them 0..k in the given order
+                // (the loader keeps CIFAR's labels and its 10 outputs).
+                Some(c) => {
+                    let (train, test) = cifar::load_dir_classes(dir, c)?;
+                    (train.select_classes(c)?, test.select_classes(c)?)
+                }
+                None => cifar::load_dir(dir)?,
+            },
             DataSource::Csv { path } => {
                 let d = self.keep_classes(csv::load(path, &LabelColumn::Last)?)?;
                 d.split_per_class(self.test_fraction, self.seed)?
@@ -147,7 +149,14 @@ pub fn parse_device(s: &str) -> Result<Device> {
             "device {s}: this eoslab was built without CUDA support (rebuild with `--features cuda`)"
         )));
     }
-    Ok(Device::new_cuda(ordinal)?)
+    Device::new_cuda(ordinal).map_err(|e| {
+        let e = e.to_string();
+        Error::Config(format!(
+            "device cuda:{ordinal}: CUDA could not open it ({}); is there a GPU with a driver \
+             for CUDA 13, and is the ordinal right?",
+            e.lines().next().unwrap_or("")
+        ))
+    })
 }
 
 /// Everything one training run needs.

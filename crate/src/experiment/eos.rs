@@ -5,13 +5,16 @@ use super::verdict::{Verdict, median};
 use crate::Result;
 use crate::data::Dataset;
 use crate::groups::GroupConfig;
+use crate::metrics::RunLog;
 use crate::model::{InitSpec, Model};
 use crate::objective::Objective;
 use crate::plot::{Figure, LinePlot};
+use crate::resume::{Resume, ResumeOptions};
 use crate::sharpness::{EosEntry, SharpnessRecord, SharpnessTracker};
 use crate::train::{GradientDescent, Observer, Progress, StepRecord};
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};
+use std::path::Path;
 
 /// The experiment: one base run configuration, several step sizes, several seeds.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -61,6 +64,18 @@ pub fn train_tracked(
     train: &Dataset,
     label: &str,
 ) -> Result<(GradientDescent, SharpnessTracker)> {
+    train_tracked_with(cfg, seed, train, label, None)
+}
+
+/// [`train_tracked`]; with `resume = (run directory, process name)`, checkpointed periodically
+/// and restored from its last checkpoint.
+pub fn train_tracked_with(
+    cfg: &RunConfig,
+    seed: u64,
+    train: &Dataset,
+    label: &str,
+    resume: Option<(&Resume, &str)>,
+) -> Result<(GradientDescent, SharpnessTracker)> {
     let (device, dtype) = (cfg.device()?, cfg.dtype()?);
     let spec = cfg.model_spec(train.d, train.n_classes);
     let model = Model::new(
@@ -76,28 +91,72 @@ pub fn train_tracked(
     let mut gd = GradientDescent::new(model, objective, cfg.lr, cfg.momentum)?;
     let mut tracker = SharpnessTracker::new(cfg.sharpness.clone());
     let mut progress = Progress::new(label, (cfg.steps / 4).max(1));
-    let mut observers: [&mut dyn Observer; 2] = [&mut tracker, &mut progress];
-    gd.run(cfg.steps, &mut observers)?;
+    // The tracker keeps no metric log; checkpoints carry an empty one.
+    let mut no_log = RunLog::default();
+    let mut ck = resume.map(|(r, name)| r.process(seed, name, cfg.sharpness.every.k));
+    if let Some(ck) = ck.as_mut() {
+        ck.restore(&mut gd, &mut tracker, &mut no_log)?;
+    }
+    let mut hooks = resume.map(|(r, _)| r.hooks(label));
+    while gd.state.step < cfg.steps {
+        if let Some(ck) = &ck {
+            ck.save_if_due(gd.state.step, &gd, &tracker, &no_log)?;
+        }
+        let mut observers: Vec<&mut dyn Observer> = vec![&mut tracker, &mut progress];
+        if let Some(h) = hooks.as_mut() {
+            observers.push(h);
+        }
+        gd.step(&mut observers)?;
+    }
     Ok((gd, tracker))
 }
 
 /// Run every (step size, seed) pair.
 pub fn run(cfg: &EosConfig) -> Result<EosResult> {
+    run_with(cfg, None)
+}
+
+/// [`run`]; with `resume = (directory, options)`, resumable: completed (step size, seed) runs
+/// are kept in the directory and skipped on a rerun, the one in progress continues from its
+/// last checkpoint, and a directory holding another configuration is an error.
+pub fn run_with(cfg: &EosConfig, resume: Option<(&Path, &ResumeOptions)>) -> Result<EosResult> {
     let (train, _test) = cfg.run.data.load()?;
     let train = match &cfg.groups {
         Some(g) => crate::groups::build(&train, g)?.train,
         None => train,
     };
+    let resume = match resume {
+        Some((dir, o)) => Some(Resume::open(
+            dir,
+            serde_json::to_value(cfg).map_err(|e| crate::Error::Numerics(e.to_string()))?,
+            &train.fingerprint(),
+            o.clone(),
+        )?),
+        None => None,
+    };
     let mut runs = Vec::new();
     for &lr in &cfg.lrs {
         for &seed in &cfg.seeds {
+            let name = format!("lr-{lr}-seed-{seed}");
+            if let Some(r) = &resume
+                && let Some(done) = crate::resume::load_eos_run(r, &name)?
+            {
+                runs.push(done);
+                continue;
+            }
             let rc = RunConfig {
                 lr,
                 ..cfg.run.clone()
             };
             let t0 = std::time::Instant::now();
-            let (gd, tracker) =
-                train_tracked(&rc, seed, &train, &format!("eos η={lr} seed={seed}"))?;
+            let process = format!("lr-{lr}");
+            let (gd, tracker) = train_tracked_with(
+                &rc,
+                seed,
+                &train,
+                &format!("eos η={lr} seed={seed}"),
+                resume.as_ref().map(|r| (r, process.as_str())),
+            )?;
             let entry = tracker.eos_entry(rc.burn_in);
             let seconds = t0.elapsed().as_secs_f64();
             eprintln!(
@@ -112,14 +171,19 @@ pub fn run(cfg: &EosConfig) -> Result<EosResult> {
                     .unwrap_or(f64::NAN),
                 2.0 / lr
             );
-            runs.push(SeedRun {
+            let run = SeedRun {
                 lr,
                 seed,
                 history: gd.history,
                 sharpness: tracker.records,
                 entry,
                 seconds,
-            });
+            };
+            if let Some(r) = &resume {
+                crate::resume::save_eos_run(r, &name, &run)?;
+                r.clean_seed(seed);
+            }
+            runs.push(run);
         }
     }
     Ok(EosResult {

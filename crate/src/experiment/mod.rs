@@ -3,6 +3,7 @@
 pub mod claims;
 pub mod config;
 pub mod eos;
+pub mod paper;
 pub mod presets;
 pub mod verdict;
 

@@ -45,30 +45,64 @@ pub struct Eigen {
     pub converged: bool,
 }
 
-fn dot(a: &Tensor, b: &Tensor) -> Result<f64> {
-    Ok((a * b)?
-        .sum_all()?
-        .to_dtype(DType::F64)?
-        .to_scalar::<f64>()?)
+/// ⟨a, b⟩ of two host vectors.
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    // Four partial sums: vectorises, and is a little more accurate than one running sum.
+    let mut acc = [0.0f64; 4];
+    let (ca, cb) = (a.chunks_exact(4), b.chunks_exact(4));
+    let tail: f64 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..4 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
 }
 
-fn random_unit(dim: usize, rng: &mut Rng, device: &Device, dtype: DType) -> Result<Tensor> {
-    let v = Tensor::from_vec(rng.normals(dim), dim, &Device::Cpu)?
+fn norm(a: &[f64]) -> f64 {
+    dot(a, a).sqrt()
+}
+
+/// `y += c x`.
+fn axpy(y: &mut [f64], c: f64, x: &[f64]) {
+    y.iter_mut().zip(x).for_each(|(y, x)| *y += c * x);
+}
+
+fn scaled(x: &[f64], c: f64) -> Vec<f64> {
+    x.iter().map(|v| v * c).collect()
+}
+
+fn random_unit(dim: usize, rng: &mut Rng) -> Vec<f64> {
+    let v = rng.normals(dim);
+    let n = norm(&v);
+    scaled(&v, 1.0 / n)
+}
+
+/// A device tensor (any float dtype) as host f64 values.
+fn to_host(t: &Tensor) -> Result<Vec<f64>> {
+    Ok(t.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?)
+}
+
+/// Host f64 values as a tensor of `dtype` on `device`.
+fn to_device(v: &[f64], device: &Device, dtype: DType) -> Result<Tensor> {
+    Ok(Tensor::from_slice(v, v.len(), &Device::Cpu)?
         .to_dtype(dtype)?
-        .to_device(device)?;
-    let n = dot(&v, &v)?.sqrt();
-    Ok((v / n)?)
+        .to_device(device)?)
 }
 
 /// Remove the components along `basis` (twice: one pass is not enough in floating point).
-fn orthogonalise(mut w: Tensor, basis: &[Tensor]) -> Result<Tensor> {
+fn orthogonalise(w: &mut [f64], basis: &[Vec<f64>]) {
     for _ in 0..2 {
         for q in basis {
-            let c = dot(&w, q)?;
-            w = (w - (q * c)?)?;
+            let c = dot(w, q);
+            axpy(w, -c, q);
         }
     }
-    Ok(w)
 }
 
 /// Eigen-decomposition of the tridiagonal matrix (α on the diagonal, β off it), descending.
@@ -113,40 +147,54 @@ pub fn lanczos(
     }
     let max_iter = cfg.max_iter.clamp(cfg.k, dim);
     let mut rng = Rng::stream(cfg.seed, "lanczos");
-    let mut q = match start.filter(|s| !s.is_empty()) {
+    // The Krylov basis lives on the host in f64 (reorthogonalisation is cheap there and more
+    // accurate than in the model's dtype); only the operator runs on the device.
+    let mut q: Vec<f64> = match start.filter(|s| !s.is_empty()) {
         Some(prev) => {
-            let mut s = prev[0].clone();
+            let mut s = to_host(&prev[0])?;
             for p in &prev[1..] {
-                s = (s + p)?;
+                let p = to_host(p)?;
+                s.iter_mut().zip(&p).for_each(|(a, b)| *a += b);
+            }
+            if s.len() != dim {
+                return Err(Error::Config(format!(
+                    "lanczos: warm-start vector of length {} for dimension {dim}",
+                    s.len()
+                )));
             }
             // A little noise keeps the Krylov space from being trapped in the old subspace.
-            let noise = (random_unit(dim, &mut rng, device, dtype)? * 1e-3)?;
-            let s = (s.to_dtype(dtype)?.to_device(device)? + noise)?;
-            let n = dot(&s, &s)?.sqrt();
+            axpy(&mut s, 1e-3, &random_unit(dim, &mut rng));
+            let n = norm(&s);
             if !(n.is_finite() && n > 0.0) {
                 return Err(Error::Numerics(
                     "lanczos: warm-start vector is zero or not finite".into(),
                 ));
             }
-            (s / n)?
+            scaled(&s, 1.0 / n)
         }
-        None => random_unit(dim, &mut rng, device, dtype)?,
+        None => random_unit(dim, &mut rng),
     };
-    let mut basis: Vec<Tensor> = Vec::new();
+    let mut basis: Vec<Vec<f64>> = Vec::new();
     let (mut alpha, mut beta): (Vec<f64>, Vec<f64>) = (Vec::new(), Vec::new());
     let mut result = None;
     for j in 0..max_iter {
-        let mut w = op(&q)?;
-        let a = dot(&w, &q)?;
+        let mut w = to_host(&op(&to_device(&q, device, dtype)?)?)?;
+        if w.len() != dim {
+            return Err(Error::Numerics(format!(
+                "lanczos: operator returned {} values for dimension {dim}",
+                w.len()
+            )));
+        }
+        let a = dot(&w, &q);
         if !a.is_finite() {
             return Err(Error::Numerics(format!(
                 "lanczos: non-finite Rayleigh quotient at iteration {j}"
             )));
         }
-        basis.push(q.clone());
+        basis.push(q);
         alpha.push(a);
-        w = orthogonalise(w, &basis)?;
-        let b = dot(&w, &w)?.sqrt();
+        orthogonalise(&mut w, &basis);
+        let b = norm(&w);
         let m = alpha.len();
         let scale = alpha.iter().fold(0.0f64, |s, x| s.max(x.abs())).max(1e-300);
         let breakdown = b <= 1e-10 * scale;
@@ -170,24 +218,25 @@ pub fn lanczos(
         }
         if breakdown {
             // Invariant subspace found before k pairs: restart orthogonally to it.
-            w = orthogonalise(random_unit(dim, &mut rng, device, dtype)?, &basis)?;
-            let n = dot(&w, &w)?.sqrt();
+            let mut r = random_unit(dim, &mut rng);
+            orthogonalise(&mut r, &basis);
+            let n = norm(&r);
             beta.push(0.0);
-            q = (w / n)?;
+            q = scaled(&r, 1.0 / n);
         } else {
             beta.push(b);
-            q = (w / b)?;
+            q = scaled(&w, 1.0 / b);
         }
     }
     let (vals, vecs, residuals, converged) = result.expect("max_iter >= k guarantees a check");
     let mut vectors = Vec::with_capacity(cfg.k);
     for i in 0..cfg.k {
-        let mut y = (&basis[0] * vecs[(0, i)])?;
-        for (r, qb) in basis.iter().enumerate().skip(1) {
-            y = (y + (qb * vecs[(r, i)])?)?;
+        let mut y = vec![0.0; dim];
+        for (r, qb) in basis.iter().enumerate() {
+            axpy(&mut y, vecs[(r, i)], qb);
         }
-        let n = dot(&y, &y)?.sqrt();
-        vectors.push((y / n)?);
+        let n = norm(&y);
+        vectors.push(to_device(&scaled(&y, 1.0 / n), device, dtype)?);
     }
     Ok(Eigen {
         values: vals[..cfg.k].to_vec(),
@@ -281,7 +330,9 @@ mod tests {
             &Device::Cpu,
         )
         .unwrap();
-        let uu = dot(&u, &u).unwrap();
+        let tdot =
+            |a: &Tensor, b: &Tensor| -> Result<f64> { Ok((a * b)?.sum_all()?.to_scalar::<f64>()?) };
+        let uu = tdot(&u, &u).unwrap();
         let cfg = LanczosConfig {
             k: 3,
             tol: 1e-10,
@@ -289,7 +340,7 @@ mod tests {
             seed: 0,
         };
         let e = lanczos(
-            |v| Ok((&u * dot(&u, v)?)?),
+            |v| Ok((&u * tdot(&u, v)?)?),
             n,
             &Device::Cpu,
             DType::F64,

@@ -29,7 +29,8 @@ impl Network for Mlp {
         let mut h = x.clone();
         let last = self.layers.len() - 1;
         for (l, (w, b)) in self.layers.iter().enumerate() {
-            h = h.matmul(&w.t()?)?.broadcast_add(b)?;
+            // At the first layer the input is a constant: skip its gradient (crate::ops).
+            h = crate::ops::matmul(&h, &w.t()?)?.broadcast_add(b)?;
             if l < last {
                 h = self.activation.apply(&h)?;
             }

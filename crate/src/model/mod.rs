@@ -29,13 +29,15 @@ impl Activation {
     pub fn apply(self, x: &Tensor) -> Result<Tensor> {
         Ok(match self {
             Activation::Relu => x.relu()?,
-            Activation::Tanh => x.tanh()?,
+            // eoslab's tanh: vectorised on the CPU (candle's calls the C library per element),
+            // the same function the closed-form MLP derivatives use (crate::kernels).
+            Activation::Tanh => crate::kernels::tanh(x)?,
             // Written out rather than candle's `gelu`, whose backward uses rounded constants:
             // the gradient would then not be the exact derivative of the forward pass.
             Activation::Gelu => {
                 let inner =
                     ((x + (x.powf(3.0)? * 0.044715)?)? * (2.0 / std::f64::consts::PI).sqrt())?;
-                ((x * 0.5)? * (inner.tanh()? + 1.0)?)?
+                ((x * 0.5)? * (crate::kernels::tanh(&inner)? + 1.0)?)?
             }
         })
     }

@@ -167,7 +167,7 @@ impl GradientDescent {
             grad
         };
         for ((_, var), d) in self.model.params().iter().zip(&direction) {
-            var.set(&(var.as_tensor() - (d * lr)?)?)?;
+            var.set(&crate::kernels::axpy(&var.as_tensor().detach(), -lr, d)?)?;
         }
         self.state.step += 1;
         self.state.t_eff += lr;
@@ -209,27 +209,20 @@ impl GradientDescent {
     }
 }
 
-/// Σ‖t‖² over a list of tensors, in f64.
+/// Σ‖t‖² over a list of tensors, accumulated in f64.
 pub fn sq_norm(ts: &[Tensor]) -> Result<f64> {
     let mut s = 0.0;
     for t in ts {
-        s += t
-            .sqr()?
-            .sum_all()?
-            .to_dtype(candle_core::DType::F64)?
-            .to_scalar::<f64>()?;
+        s += crate::kernels::dot(t, t)?;
     }
     Ok(s)
 }
 
-/// Σ ⟨a_i, b_i⟩ over two lists of tensors, in f64.
+/// Σ ⟨a_i, b_i⟩ over two lists of tensors, accumulated in f64.
 pub fn dot(a: &[Tensor], b: &[Tensor]) -> Result<f64> {
     let mut s = 0.0;
     for (x, y) in a.iter().zip(b) {
-        s += (x * y)?
-            .sum_all()?
-            .to_dtype(candle_core::DType::F64)?
-            .to_scalar::<f64>()?;
+        s += crate::kernels::dot(x, y)?;
     }
     Ok(s)
 }

@@ -1,0 +1,235 @@
+"""PyTorch reference for `make bench`: the same primitives as eoslab's bench example
+(crate/examples/bench.rs), on the same problems (written by `bench prepare`), doing the identical
+work in idiomatic, efficient PyTorch. Driven by bench/run.py; not a test, never run in CI.
+
+    python bench/reference.py serve DIR    # JSON requests on stdin, one JSON reply per line
+
+Primitives (see crate/examples/bench.rs for the eoslab side):
+  gd_step  one full-batch GD step from θ0: loss, gradient, its norm, in-place update
+  graph    forward + first backward with create_graph=True (what every HVP differentiates)
+  hvp      one Hessian-vector product on an existing graph (autograd.grad with grad_outputs)
+  eig      λ_max from v0 to residual ≤ tol·|λ|: graph + scipy eigsh (ARPACK, which='LA') on a
+           LinearOperator of HVPs (graph included)
+  groups   graph, then for the training set (value and gradient from the graph) and each group:
+           loss, ‖g‖, cos²(g, v0), gᵀHg
+  run      `run_steps` GD steps from θ0, measuring as eoslab's Monitor does every `run_every`
+           steps: graph, warm-started eigsh, then for the training set and each group a
+           value-and-gradient pass, an accuracy forward pass, ‖g‖, cos², gᵀHg
+"""
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+from safetensors.numpy import load_file
+from scipy.sparse.linalg import LinearOperator, eigsh
+
+THREADS = int(os.environ.get("BENCH_THREADS", "2"))
+torch.set_num_threads(THREADS)
+torch.set_num_interop_threads(1)
+
+
+def mse(out, onehot):
+    # eoslab's paper convention: per-example sum over outputs, mean over examples (no 1/2).
+    return (out - onehot).pow(2).sum(1).mean()
+
+
+def cross_entropy(out, onehot):
+    return -(torch.log_softmax(out, 1) * onehot).sum(1).mean()
+
+
+class Case:
+    def __init__(self, d, size, dtype):
+        meta = json.load(open(os.path.join(d, size + ".json")))
+        data = load_file(os.path.join(d, size + ".safetensors"))
+        params = load_file(os.path.join(d, size + ".params.safetensors"))
+        self.meta = meta
+        self.dtype = dtype
+        self.x = torch.from_numpy(data["x"]).to(dtype).contiguous()
+        y = torch.from_numpy(data["y"].astype(np.int64))
+        self.y = y
+        k = meta["widths"][-1]
+        self.onehot = torch.nn.functional.one_hot(y, k).to(dtype)
+        group = data["group"].astype(np.int64)
+        self.groups = []
+        for g in meta["groups"]:
+            idx = torch.from_numpy(np.nonzero(group == g)[0])
+            self.groups.append((self.x[idx].contiguous(), self.onehot[idx].contiguous(), y[idx]))
+        act = {"relu": torch.nn.ReLU, "tanh": torch.nn.Tanh}[meta["activation"]]
+        w = meta["widths"]
+        layers = []
+        for i in range(len(w) - 1):
+            layers.append(torch.nn.Linear(w[i], w[i + 1], dtype=dtype))
+            if i < len(w) - 2:
+                layers.append(act())
+        self.net = torch.nn.Sequential(*layers)
+        self.names = meta["params"]
+        sd = {n.removeprefix("net."): torch.from_numpy(params[n]).to(dtype) for n in self.names}
+        self.net.load_state_dict(sd)
+        self.params = [p for _, p in self.net.named_parameters()]
+        self.theta0 = [p.detach().clone() for p in self.params]
+        self.v0 = [torch.from_numpy(params["v0." + n]).to(dtype) for n in self.names]
+        self.loss_fn = {"mse": mse, "ce": cross_entropy}[meta["loss"]]
+        self.lr = meta["lr"]
+
+    def reset(self):
+        with torch.no_grad():
+            for p, t in zip(self.params, self.theta0):
+                p.copy_(t)
+
+    # -- building blocks ------------------------------------------------------------------
+    def value_and_grad(self, x, onehot):
+        loss = self.loss_fn(self.net(x), onehot)
+        grads = torch.autograd.grad(loss, self.params)
+        return loss.item(), grads
+
+    def graph(self):
+        loss = self.loss_fn(self.net(self.x), self.onehot)
+        grads = torch.autograd.grad(loss, self.params, create_graph=True)
+        return loss.item(), grads
+
+    def hvp(self, grads, v):
+        return torch.autograd.grad(grads, self.params, grad_outputs=v, retain_graph=True)
+
+    def flat(self, ts):
+        return torch.cat([t.reshape(-1) for t in ts])
+
+    def unflat(self, f):
+        out, o = [], 0
+        for p in self.params:
+            out.append(f[o:o + p.numel()].view_as(p))
+            o += p.numel()
+        return out
+
+    def top_eig(self, grads, v0):
+        count = [0]
+        npdt = np.float32 if self.dtype == torch.float32 else np.float64
+
+        def matvec(v):
+            count[0] += 1
+            t = torch.from_numpy(np.ascontiguousarray(v.reshape(-1), dtype=npdt))
+            return self.flat(self.hvp(grads, self.unflat(t))).numpy()
+
+        p = sum(q.numel() for q in self.params)
+        op = LinearOperator((p, p), matvec=matvec, dtype=npdt)
+        vals, vecs = eigsh(op, k=1, which="LA", v0=v0.numpy(), tol=self.meta["tol"])
+        return float(vals[0]), torch.from_numpy(np.ascontiguousarray(vecs[:, 0])), count[0]
+
+    def gd_step(self):
+        loss, grads = self.value_and_grad(self.x, self.onehot)
+        gn = math.sqrt(sum(float(g.pow(2).sum()) for g in grads))
+        with torch.no_grad():
+            for p, g in zip(self.params, grads):
+                p.sub_(g, alpha=self.lr)
+        return loss, gn
+
+    def metrics(self, grads_graph, l, g, vmax):
+        g2 = sum(float(t.pow(2).sum()) for t in g)
+        proj = float(self.flat(g) @ vmax)
+        ghg = sum(float((a * b).sum()) for a, b in zip(g, self.hvp(grads_graph, g)))
+        return [l, math.sqrt(g2), proj * proj / g2, ghg]
+
+    # -- primitives -----------------------------------------------------------------------
+    def time(self, prim, req):
+        self.reset()
+        if prim == "gd_step":
+            t = time.perf_counter()
+            loss, gn = self.gd_step()
+            s = time.perf_counter() - t
+            return s, {"loss": loss, "grad_norm": gn}
+        if prim == "gemm":  # calibration: the first layer's product x W1ᵀ alone
+            w = self.params[0].detach()
+            t = time.perf_counter()
+            z = self.x @ w.t()
+            s = time.perf_counter() - t
+            return s, {"sum": float(z.sum())}
+        if prim == "tanh":  # calibration: tanh of the first layer's pre-activations
+            with torch.no_grad():
+                z = self.x @ self.params[0].detach().t()
+                t = time.perf_counter()
+                h = torch.tanh(z)
+                s = time.perf_counter() - t
+            return s, {"sum": float(h.sum())}
+        if prim == "graph":
+            t = time.perf_counter()
+            loss, grads = self.graph()
+            s = time.perf_counter() - t
+            return s, {"loss": loss}
+        if prim == "hvp":
+            _, grads = self.graph()
+            t = time.perf_counter()
+            hv = self.hvp(grads, self.v0)
+            s = time.perf_counter() - t
+            return s, {"vHv": sum(float((a * b).sum()) for a, b in zip(self.v0, hv))}
+        if prim == "eig":
+            v0 = self.flat(self.v0)
+            t = time.perf_counter()
+            _, grads = self.graph()
+            lam, y, mv = self.top_eig(grads, v0)
+            s = time.perf_counter() - t
+            r = self.flat(self.hvp(grads, self.unflat(y.to(self.dtype)))) - lam * y
+            res = float(r.norm()) / abs(lam)
+            return s, {"lambda": lam, "matvecs": mv, "residual": res}
+        if prim == "groups":
+            vmax = self.flat(self.v0)
+            t = time.perf_counter()
+            l, grads = self.graph()
+            rows = [self.metrics(grads, l, [g.detach() for g in grads], vmax)]
+            for x, oh, _ in self.groups:
+                lg, gg = self.value_and_grad(x, oh)
+                rows.append(self.metrics(grads, lg, gg, vmax))
+            s = time.perf_counter() - t
+            return s, {"rows": rows}
+        if prim == "run":
+            every = req.get("run_every", self.meta["run_every"])
+            steps = req.get("run_steps", self.meta["run_steps"])
+            t = time.perf_counter()
+            vec, lams, mvs, loss = self.flat(self.v0), [], [], None
+            targets = [(self.x, self.onehot, self.y)] + self.groups
+            for step in range(steps):
+                loss, grads = self.value_and_grad(self.x, self.onehot)
+                gn = math.sqrt(sum(float(g.pow(2).sum()) for g in grads))
+                if step % every == 0:
+                    _, gg = self.graph()
+                    lam, vec, mv = self.top_eig(gg, vec)
+                    lams.append(lam)
+                    mvs.append(mv)
+                    for x, oh, y in targets:
+                        lt, gt = self.value_and_grad(x, oh)
+                        with torch.no_grad():
+                            acc = float((self.net(x).argmax(1) == y).to(torch.float64).mean())
+                        self.metrics(gg, lt, gt, vec.to(self.dtype))
+                    del gg
+                with torch.no_grad():
+                    for p, g in zip(self.params, grads):
+                        p.sub_(g, alpha=self.lr)
+            s = time.perf_counter() - t
+            return s, {"final_loss": loss, "lambdas": lams, "matvecs": mvs}
+        raise ValueError(f"unknown primitive {prim!r}")
+
+
+def serve(d):
+    cases = {}
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        try:
+            req = json.loads(line)
+            case = req["case"]
+            if case not in cases:
+                size, dt = case.split("-")
+                cases[case] = Case(d, size, {"f32": torch.float32, "f64": torch.float64}[dt])
+            s, info = cases[case].time(req["prim"], req)
+            reply = {"seconds": s, "info": info}
+        except Exception as e:  # reported to the driver, which stops
+            reply = {"error": f"{type(e).__name__}: {e}"}
+        print(json.dumps(reply), flush=True)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3 or sys.argv[1] != "serve":
+        sys.exit("usage: reference.py serve DIR")
+    serve(sys.argv[2])
