@@ -6,6 +6,7 @@
 #   make clean-reports  remove reports/
 #   make clean-notebook-cache   remove the evcxr build dir and :cache (next run compiles cold)
 #   make check-cuda     build the `cuda` binary (CUDA 13.0 from PyPI, no GPU needed; see below)
+#   make bench          eoslab vs PyTorch, every primitive (a benchmark, not a test; see below)
 #
 # Knobs (make VAR=... or environment):
 #   NOTEBOOKS        subset to run: names, stems or globs in notebooks/ (default: all, sorted)
@@ -149,3 +150,29 @@ check-cuda:
 
 gpu-check:
 	@bash "$(ROOT)/tests/gpu_check.sh"
+
+# ---- Benchmark against PyTorch (a benchmark, not a test: not in `make test` or CI) ------------
+#   make bench          eoslab's bench (crate/examples/bench.rs, release) against the PyTorch
+#                       reference bench/reference.py doing the identical work, alternating; prints
+#                       medians, spread and eoslab / PyTorch per primitive, size and dtype, and
+#                       writes target/bench/results-*.json. First time: .venv-bench with
+#                       bench/requirements.txt (~3 GB of wheels) and the problems in
+#                       target/bench/data (~270 MB). Full run ≈ 1 h on 2 cores; quiet machine!
+#   BENCH_ARGS          e.g. --quick (fewer repetitions), --threads 1, --sizes digits,
+#                       --dtypes f32, --prims gd_step,hvp, --derivatives autodiff
+BENCH_VENV := $(ROOT)/.venv-bench
+BENCH_STAMP := $(BENCH_VENV)/.requirements-installed
+BENCH_ARGS ?=
+
+.PHONY: bench bench-venv
+
+bench-venv: $(BENCH_STAMP)
+
+$(BENCH_STAMP): $(ROOT)/bench/requirements.txt
+	@test -x "$(BENCH_VENV)/bin/python" || $(PYTHON) -m venv "$(BENCH_VENV)"
+	@"$(BENCH_VENV)/bin/python" -m pip install --quiet --no-input -r "$(ROOT)/bench/requirements.txt"
+	@touch "$@"
+
+bench: bench-venv
+	@cargo build --release --example bench
+	@"$(BENCH_VENV)/bin/python" "$(ROOT)/bench/run.py" $(BENCH_ARGS)

@@ -13,8 +13,9 @@ Primitives (see crate/examples/bench.rs for the eoslab side):
   groups   graph, then for the training set (value and gradient from the graph) and each group:
            loss, ‖g‖, cos²(g, v0), gᵀHg
   run      `run_steps` GD steps from θ0, measuring as eoslab's Monitor does every `run_every`
-           steps: graph, warm-started eigsh, then for the training set and each group a
-           value-and-gradient pass, an accuracy forward pass, ‖g‖, cos², gᵀHg
+           steps: graph, warm-started eigsh, then for the training set (value and gradient
+           from the graph) and each group (a value-and-gradient pass): an accuracy forward
+           pass, ‖g‖, cos², gᵀHg
 """
 import json
 import math
@@ -146,6 +147,19 @@ class Case:
             z = self.x @ w.t()
             s = time.perf_counter() - t
             return s, {"sum": float(z.sum())}
+        if prim == "gemm_shapes":  # calibration: the five large products of a GD step
+            with torch.no_grad():
+                x, w1, w2 = self.x, self.params[0].detach(), self.params[2].detach()
+                h = x @ w1.t()
+                info = {}
+                total = time.perf_counter()
+                for name, a, b in [("x·W1ᵀ", x, w1.t()), ("δ1ᵀ·x", h.t(), x),
+                                   ("h1·W2ᵀ", h, w2.t()), ("δ2ᵀ·h1", h.t(), h),
+                                   ("δ2·W2", h, w2)]:
+                    t = time.perf_counter()
+                    _ = a @ b
+                    info[name] = time.perf_counter() - t
+                return time.perf_counter() - total, info
         if prim == "tanh":  # calibration: tanh of the first layer's pre-activations
             with torch.no_grad():
                 z = self.x @ self.params[0].detach().t()
@@ -193,12 +207,17 @@ class Case:
                 loss, grads = self.value_and_grad(self.x, self.onehot)
                 gn = math.sqrt(sum(float(g.pow(2).sum()) for g in grads))
                 if step % every == 0:
-                    _, gg = self.graph()
+                    lg, gg = self.graph()
                     lam, vec, mv = self.top_eig(gg, vec)
                     lams.append(lam)
                     mvs.append(mv)
-                    for x, oh, y in targets:
-                        lt, gt = self.value_and_grad(x, oh)
+                    for i, (x, oh, y) in enumerate(targets):
+                        # The training set's value and gradient come with the graph (as in
+                        # eoslab's Monitor); each group needs its own pass.
+                        if i == 0:
+                            lt, gt = lg, [g.detach() for g in gg]
+                        else:
+                            lt, gt = self.value_and_grad(x, oh)
                         with torch.no_grad():
                             acc = float((self.net(x).argmax(1) == y).to(torch.float64).mean())
                         self.metrics(gg, lt, gt, vec.to(self.dtype))

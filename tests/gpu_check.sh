@@ -18,6 +18,8 @@
 #   4. `eoslab train --preset paper-cifar10` (MLP 3072-512-512-2, η = 0.01, groups injected) for
 #      $STEPS steps (default 40) with λ_max every $EVERY steps (default 10), once on each side.
 #   5. compares per-step losses and λ_max; prints a summary and exits 1 on a mismatch.
+#   6. if python3 has a CUDA build of PyTorch: prints its GD step, gradient-graph and HVP times
+#      on the same GPU and shapes (tests/gpu_torch_step.py), for context.
 #
 # Tolerances (relative): loss 1e-4 (LOSS_RTOL), λ_max 1e-3 (LAMBDA_RTOL). Why: f32 GEMMs on
 # different hardware sum in different orders (~1e-6 relative per product); before the edge of
@@ -170,6 +172,11 @@ print("GPU CHECK: " + ("PASS" if ok else "FAIL"))
 sys.exit(0 if ok else 1)
 PY
 rc=${PIPESTATUS[0]}
+# For context (nothing asserted): PyTorch's GD step, gradient graph and HVP on the same GPU and
+# shapes, when python3 has a CUDA build of torch.
+if [ "$CPU_ONLY" = 0 ] && python3 -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
+  python3 "$ROOT/tests/gpu_torch_step.py" --device "$DEVICE" --dtype "$DTYPE" | tee -a "$WORK/summary.txt"
+fi
 set -e
 if [ -n "${OUT:-}" ]; then cp "$WORK"/{reference.json,candidate.json,summary.txt} "$OUT"/ 2>/dev/null || true; fi
 say "done in $(( $(date +%s) - t_start )) s (rc $rc)"

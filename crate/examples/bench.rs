@@ -235,7 +235,7 @@ fn prepare(dir: &Path) -> Res<()> {
     };
     write_problem(dir, &ds, &meta, 0)?;
     eprintln!(
-        "prepared {}: n = {}, t* = {} (measured at step {t_star})",
+        "prepared {}: n = {}, run of {} steps (t* first measured at step {t_star})",
         meta.size, meta.n, meta.run_steps
     );
     Ok(())
@@ -354,6 +354,31 @@ impl Case {
                     s,
                     json!({"sum": z.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?}),
                 )
+            }
+            "gemm_shapes" => {
+                // Calibration: the five large products of a GD step (paper size), each alone.
+                let (x, w1) = (obj.x(), model.params()[1].1.as_tensor());
+                let w2 = model.params()[3].1.as_tensor();
+                let h = x.matmul(&w1.t()?)?; // [n, 512], stands in for h1 and δ
+                let mut info = serde_json::Map::new();
+                let total = Instant::now();
+                let shapes: [(&str, &Tensor, bool, &Tensor, bool); 5] = [
+                    ("x·W1ᵀ", x, false, w1, true),
+                    ("δ1ᵀ·x", &h, true, x, false),
+                    ("h1·W2ᵀ", &h, false, w2, true),
+                    ("δ2ᵀ·h1", &h, true, &h, false),
+                    ("δ2·W2", &h, false, w2, false),
+                ];
+                for (name, a, ta, b, tb) in shapes {
+                    let (a, b) = (
+                        if ta { a.t()? } else { a.clone() },
+                        if tb { b.t()? } else { b.clone() },
+                    );
+                    let t = Instant::now();
+                    let _c = a.matmul(&b)?;
+                    info.insert(name.into(), json!(t.elapsed().as_secs_f64()));
+                }
+                (total.elapsed().as_secs_f64(), Value::Object(info))
             }
             "tanh" => {
                 // Calibration: tanh of the first layer's pre-activations (n × width values).

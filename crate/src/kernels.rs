@@ -15,6 +15,8 @@ use candle_core::{
 };
 use rayon::prelude::*;
 use std::cell::Cell;
+use std::mem::MaybeUninit;
+use std::ops::Range;
 
 thread_local! {
     static GENERIC: Cell<bool> = const { Cell::new(false) };
@@ -209,12 +211,45 @@ fn wrap<T: WithDType>(v: Vec<T>, shape: &[usize]) -> Result<Tensor> {
     Ok(Tensor::from_vec(v, shape, &Device::Cpu)?)
 }
 
-fn zeros<T: WithDType>(n: usize) -> Vec<T> {
-    // Zero is all-zero bits for f32/f64, so this is a calloc: pages arrive zeroed, untouched.
-    vec![T::from_f64(0.0); n]
+/// An output buffer of `len` elements that a kernel writes completely, in disjoint ranges
+/// (possibly from several threads), before [`Out::finish`]: no zero-filling pass.
+struct Out<T> {
+    v: Vec<T>,
+    len: usize,
+    ptr: *mut MaybeUninit<T>,
 }
 
-/// Rows per parallel chunk so that a chunk holds about `PAR_MIN` elements.
+// SAFETY: `part` hands out disjoint ranges only; `T` values are plain numbers.
+unsafe impl<T: Send> Sync for Out<T> {}
+
+impl<T: Copy> Out<T> {
+    fn new(len: usize) -> Self {
+        let mut v = Vec::with_capacity(len);
+        let ptr = v.spare_capacity_mut().as_mut_ptr();
+        Out { v, len, ptr }
+    }
+    /// The elements in `r`.
+    ///
+    /// # Safety
+    /// `r` lies within the buffer and no other live `part` overlaps it.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn part(&self, r: Range<usize>) -> &mut [MaybeUninit<T>] {
+        debug_assert!(r.end <= self.len);
+        // SAFETY: in bounds of the allocation (capacity ≥ len), disjoint by the contract.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(r.start), r.len()) }
+    }
+    /// The finished vector.
+    ///
+    /// # Safety
+    /// Every element has been written.
+    unsafe fn finish(mut self) -> Vec<T> {
+        // SAFETY: capacity ≥ len and all elements initialised (the caller's contract).
+        unsafe { self.v.set_len(self.len) };
+        self.v
+    }
+}
+
+/// Elements per parallel chunk, rounded to whole rows of `cols`.
 fn chunk_len(cols: usize) -> usize {
     cols * (PAR_MIN / cols.max(1)).max(1)
 }
@@ -223,17 +258,54 @@ fn parallel(n: usize) -> bool {
     n >= 2 * PAR_MIN && rayon::current_num_threads() > 1
 }
 
+/// `f` on consecutive ranges of `0..len` of `step` elements each (in parallel when large):
+/// together the ranges cover `0..len` exactly once.
+fn for_ranges(len: usize, step: usize, f: impl Fn(Range<usize>) + Sync) {
+    if parallel(len) {
+        (0..len.div_ceil(step))
+            .into_par_iter()
+            .for_each(|i| f(i * step..((i + 1) * step).min(len)));
+    } else {
+        f(0..len);
+    }
+}
+
 /// `f` applied to every element.
 fn map1<T: WithDType>(x: &[T], f: impl Fn(T) -> T + Sync) -> Vec<T> {
-    let mut out = zeros(x.len());
-    if parallel(x.len()) {
-        out.par_chunks_mut(PAR_MIN)
-            .zip(x.par_chunks(PAR_MIN))
-            .for_each(|(o, x)| simd(|| o.iter_mut().zip(x).for_each(|(o, &x)| *o = f(x))));
-    } else {
-        simd(|| out.iter_mut().zip(x).for_each(|(o, &x)| *o = f(x)));
-    }
-    out
+    let out = Out::new(x.len());
+    for_ranges(x.len(), PAR_MIN, |r| {
+        // SAFETY: `for_ranges` ranges are disjoint and within 0..len.
+        let o = unsafe { out.part(r.clone()) };
+        simd(
+            #[inline(always)]
+            || {
+                for (o, &x) in o.iter_mut().zip(&x[r]) {
+                    o.write(f(x));
+                }
+            },
+        )
+    });
+    // SAFETY: the ranges covered every element.
+    unsafe { out.finish() }
+}
+
+/// `f` applied to every pair of elements.
+fn map2<T: WithDType>(x: &[T], y: &[T], f: impl Fn(T, T) -> T + Sync) -> Vec<T> {
+    let out = Out::new(x.len());
+    for_ranges(x.len(), PAR_MIN, |r| {
+        // SAFETY: disjoint ranges within 0..len.
+        let o = unsafe { out.part(r.clone()) };
+        simd(
+            #[inline(always)]
+            || {
+                for ((o, &x), &y) in o.iter_mut().zip(&x[r.clone()]).zip(&y[r]) {
+                    o.write(f(x, y));
+                }
+            },
+        )
+    });
+    // SAFETY: every element written.
+    unsafe { out.finish() }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -325,20 +397,23 @@ pub(crate) fn matmul(terms: &[(Op, Op)]) -> Result<Tensor> {
 }
 
 fn matmul_cpu<T: WithDType>(terms: &[(Op, Op)], m: usize, n: usize) -> Result<Tensor> {
-    let mut dst: Vec<T> = zeros(m * n);
+    let dst: Out<T> = Out::new(m * n);
+    // SAFETY: the whole buffer, nothing else refers to it.
+    let dst_ptr = unsafe { dst.part(0..m * n) }.as_mut_ptr() as *mut T;
     for (i, (a, b)) in terms.iter().enumerate() {
         let k = a.dims()?.1;
         let ((a_rs, a_cs), (b_rs, b_cs)) = (a.strides()?, b.strides()?);
         let (at, bt) = (a.t, b.t);
         with_slices!(T, [at, bt], {
             // SAFETY: dst is m×n row-major; a and b are contiguous with the dimensions and
-            // strides checked above; gemm reads dst only when accumulating (i > 0).
+            // strides checked above; the first product overwrites dst (read_dst = false), the
+            // later ones accumulate into it.
             unsafe {
                 gemm::gemm(
                     m,
                     n,
                     k,
-                    dst.as_mut_ptr(),
+                    dst_ptr,
                     1,
                     n as isize,
                     i > 0,
@@ -358,46 +433,26 @@ fn matmul_cpu<T: WithDType>(terms: &[(Op, Op)], m: usize, n: usize) -> Result<Te
             }
         });
     }
-    wrap(dst, &[m, n])
+    // SAFETY: the first gemm wrote every element.
+    wrap(unsafe { dst.finish() }, &[m, n])
 }
 
 // ---------------------------------------------------------------------------------------------
 // fused element-wise passes
 
-/// σ(a), σ'(a) and, when `second`, σ''(a), for a = z + b (b broadcast over rows).
+/// GELU (tanh form) at `a`: σ(a), σ'(a), σ''(a).
 #[inline(always)]
-fn act_point(act: Activation, a: f64, second: bool) -> (f64, f64, f64) {
-    match act {
-        Activation::Relu => {
-            if a > 0.0 {
-                (a, 1.0, 0.0)
-            } else {
-                (0.0, 0.0, 0.0)
-            }
-        }
-        Activation::Tanh => {
-            let h = tanh64(a);
-            let s1 = 1.0 - h * h;
-            (h, s1, if second { -2.0 * h * s1 } else { 0.0 })
-        }
-        Activation::Gelu => {
-            const K: f64 = 0.044715;
-            let c = (2.0 / std::f64::consts::PI).sqrt();
-            let x2 = a * a;
-            let u = c * (a * (1.0 + K * x2));
-            let t = tanh64(u);
-            let sech2 = 1.0 - t * t;
-            let du = c * (1.0 + 3.0 * K * x2);
-            let h = 0.5 * a * (1.0 + t);
-            let s1 = 0.5 * (1.0 + t) + 0.5 * a * sech2 * du;
-            let s2 = if second {
-                sech2 * du - a * t * sech2 * du * du + 0.5 * a * sech2 * (6.0 * c * K * a)
-            } else {
-                0.0
-            };
-            (h, s1, s2)
-        }
-    }
+fn gelu_point(a: f64) -> (f64, f64, f64) {
+    const K: f64 = 0.044715;
+    const C: f64 = 0.797_884_560_802_865_4; // √(2/π)
+    let x2 = a * a;
+    let t = tanh64(C * (a * (1.0 + K * x2)));
+    let sech2 = 1.0 - t * t;
+    let du = C * (1.0 + 3.0 * K * x2);
+    let h = 0.5 * a * (1.0 + t);
+    let s1 = 0.5 * (1.0 + t) + 0.5 * a * sech2 * du;
+    let s2 = sech2 * du - a * t * sech2 * du * du + 0.5 * a * sech2 * (6.0 * C * K * a);
+    (h, s1, s2)
 }
 
 /// The generic (candle operations) form of [`bias_act`].
@@ -480,87 +535,78 @@ fn bias_act_cpu<T: WithDType>(
         return Err(Error::Numerics("kernel bias_act: bias shape".into()));
     }
     let len = m * c;
-    let mut h: Vec<T> = zeros(len);
-    let Some(act) = act else {
-        with_slices!(T, [z, b], {
-            let run = |h: &mut [T], z: &[T]| {
-                simd(|| {
-                    for (hr, zr) in h.chunks_mut(c).zip(z.chunks(c)) {
-                        for ((h, &z), &b) in hr.iter_mut().zip(zr).zip(b) {
-                            *h = z + b;
-                        }
-                    }
-                })
-            };
-            if parallel(len) {
-                let cl = chunk_len(c);
-                h.par_chunks_mut(cl)
-                    .zip(z.par_chunks(cl))
-                    .for_each(|(h, z)| run(h, z));
-            } else {
-                run(&mut h, z);
-            }
-        });
-        return Ok((wrap(h, &[m, c])?, None, None));
-    };
-    let mut s1: Vec<T> = zeros(len);
-    let mut s2: Vec<T> = if second { zeros(len) } else { Vec::new() };
+    let (h, s1, s2) = (Out::<T>::new(len), Out::<T>::new(len), Out::<T>::new(len));
+    let (zero, one) = (T::from_f64(0.0), T::from_f64(1.0));
     with_slices!(T, [z, b], {
-        let (zero, one) = (T::from_f64(0.0), T::from_f64(1.0));
-        let run = |h: &mut [T], s1: &mut [T], s2: &mut [T], z: &[T]| {
-            simd(|| {
-                for (r, zr) in z.chunks(c).enumerate() {
-                    let o = r * c;
-                    if act == Activation::Relu {
-                        // In the model's dtype, as candle's relu: no conversions.
-                        for j in 0..c {
-                            let a = zr[j] + b[j];
-                            let pos = a > zero;
-                            h[o + j] = if pos { a } else { zero };
-                            s1[o + j] = if pos { one } else { zero };
+        for_ranges(len, chunk_len(c), |r| {
+            // SAFETY: disjoint row-aligned ranges within 0..len.
+            let (h, s1, s2) =
+                unsafe { (h.part(r.clone()), s1.part(r.clone()), s2.part(r.clone())) };
+            let z = &z[r];
+            simd(
+                #[inline(always)]
+                || {
+                    // Row by row, the bias indexed by column; (z + b) is rounded to T first, as
+                    // the forward pass `z + b` does.
+                    let rows = z.chunks(c).zip(h.chunks_mut(c)).zip(s1.chunks_mut(c));
+                    let rows = rows.zip(s2.chunks_mut(c));
+                    for (((zr, hr), s1r), s2r) in rows {
+                        let cols = zr.iter().zip(b).zip(hr.iter_mut()).zip(s1r.iter_mut());
+                        match act {
+                            None => {
+                                for (((&z, &b), h), _) in cols {
+                                    h.write(z + b);
+                                }
+                            }
+                            Some(Activation::Relu) => {
+                                // In the model's dtype, as candle's relu: no conversions.
+                                for (((&z, &b), h), s1) in cols {
+                                    let a = z + b;
+                                    let pos = a > zero;
+                                    h.write(if pos { a } else { zero });
+                                    s1.write(if pos { one } else { zero });
+                                }
+                            }
+                            Some(Activation::Tanh) => {
+                                for ((((&z, &b), h), s1), s2) in cols.zip(s2r.iter_mut()) {
+                                    let t = tanh64((z + b).to_f64());
+                                    let d1 = 1.0 - t * t;
+                                    h.write(T::from_f64(t));
+                                    s1.write(T::from_f64(d1));
+                                    if second {
+                                        s2.write(T::from_f64(-2.0 * t * d1));
+                                    }
+                                }
+                            }
+                            Some(Activation::Gelu) => {
+                                for ((((&z, &b), h), s1), s2) in cols.zip(s2r.iter_mut()) {
+                                    let (v, d1, d2) = gelu_point((z + b).to_f64());
+                                    h.write(T::from_f64(v));
+                                    s1.write(T::from_f64(d1));
+                                    if second {
+                                        s2.write(T::from_f64(d2));
+                                    }
+                                }
+                            }
                         }
-                        continue;
                     }
-                    for j in 0..c {
-                        // (z + b) rounded to T first, as the forward pass `z + b` does.
-                        let a = (zr[j] + b[j]).to_f64();
-                        let (v, d1, d2) = act_point(act, a, second);
-                        h[o + j] = T::from_f64(v);
-                        s1[o + j] = T::from_f64(d1);
-                        if second {
-                            s2[o + j] = T::from_f64(d2);
-                        }
-                    }
-                }
-            })
-        };
-        if parallel(len) {
-            let cl = chunk_len(c);
-            if second {
-                h.par_chunks_mut(cl)
-                    .zip(s1.par_chunks_mut(cl))
-                    .zip(s2.par_chunks_mut(cl))
-                    .zip(z.par_chunks(cl))
-                    .for_each(|(((h, s1), s2), z)| run(h, s1, s2, z));
-            } else {
-                h.par_chunks_mut(cl)
-                    .zip(s1.par_chunks_mut(cl))
-                    .zip(z.par_chunks(cl))
-                    .for_each(|((h, s1), z)| run(h, s1, &mut [], z));
-            }
-        } else {
-            run(&mut h, &mut s1, &mut s2, z);
-        }
+                },
+            )
+        });
     });
-    Ok((
-        wrap(h, &[m, c])?,
-        Some(wrap(s1, &[m, c])?),
-        if second {
-            Some(wrap(s2, &[m, c])?)
-        } else {
-            None
-        },
-    ))
+    // SAFETY: the ranges covered every element of h always, of s1 when there is an activation,
+    // of s2 when `second`; the others are dropped unfinished (plain numbers, nothing to drop).
+    let h = wrap(unsafe { h.finish() }, &[m, c])?;
+    let s1 = match act {
+        None => None,
+        Some(_) => Some(wrap(unsafe { s1.finish() }, &[m, c])?),
+    };
+    let s2 = if second {
+        Some(wrap(unsafe { s2.finish() }, &[m, c])?)
+    } else {
+        None
+    };
+    Ok((h, s1, s2))
 }
 
 /// `(d ⊙ s1, d ⊙ s2)` (the second only when `s2` is given).
@@ -571,54 +617,60 @@ pub(crate) fn mul_pair(
 ) -> Result<(Tensor, Option<Tensor>)> {
     let mut all = vec![d, s1];
     all.extend(s2);
+    if all.iter().any(|t| t.dims() != d.dims()) {
+        return Err(Error::Numerics("kernel mul_pair: shapes".into()));
+    }
+    let shape = d.dims().to_vec();
+    let Some(s2) = s2 else {
+        let prod = match cpu_dtype(&all) {
+            Some(DType::F32) => wrap(
+                with_slices!(f32, [d, s1], map2(d, s1, |a, b| a * b)),
+                &shape,
+            )?,
+            Some(DType::F64) => wrap(
+                with_slices!(f64, [d, s1], map2(d, s1, |a, b| a * b)),
+                &shape,
+            )?,
+            _ => (d * s1)?,
+        };
+        return Ok((prod, None));
+    };
     match cpu_dtype(&all) {
         Some(DType::F32) => mul_pair_cpu::<f32>(d, s1, s2),
         Some(DType::F64) => mul_pair_cpu::<f64>(d, s1, s2),
-        _ => Ok(((d * s1)?, s2.map(|s| d * s).transpose()?)),
+        _ => Ok(((d * s1)?, Some((d * s2)?))),
     }
 }
 
 fn mul_pair_cpu<T: WithDType>(
     d: &Tensor,
     s1: &Tensor,
-    s2: Option<&Tensor>,
+    s2: &Tensor,
 ) -> Result<(Tensor, Option<Tensor>)> {
     let shape = d.dims().to_vec();
-    if s1.dims() != shape.as_slice() || s2.is_some_and(|s| s.dims() != shape.as_slice()) {
-        return Err(Error::Numerics("kernel mul_pair: shapes".into()));
-    }
-    let first = with_slices!(T, [d, s1], map2(d, s1, |a, b| a * b));
-    let second = match s2 {
-        None => None,
-        Some(s2) => Some(with_slices!(T, [d, s2], map2(d, s2, |a, b| a * b))),
-    };
-    Ok((
-        wrap(first, &shape)?,
-        second.map(|v| wrap(v, &shape)).transpose()?,
-    ))
-}
-
-fn map2<T: WithDType>(x: &[T], y: &[T], f: impl Fn(T, T) -> T + Sync) -> Vec<T> {
-    let mut out = zeros(x.len());
-    if parallel(x.len()) {
-        out.par_chunks_mut(PAR_MIN)
-            .zip(x.par_chunks(PAR_MIN))
-            .zip(y.par_chunks(PAR_MIN))
-            .for_each(|((o, x), y)| {
-                simd(|| {
-                    for ((o, &x), &y) in o.iter_mut().zip(x).zip(y) {
-                        *o = f(x, y)
+    let len = d.elem_count();
+    let (o1, o2) = (Out::<T>::new(len), Out::<T>::new(len));
+    with_slices!(T, [d, s1, s2], {
+        for_ranges(len, PAR_MIN, |r| {
+            // SAFETY: disjoint ranges within 0..len.
+            let (o1, o2) = unsafe { (o1.part(r.clone()), o2.part(r.clone())) };
+            simd(
+                #[inline(always)]
+                || {
+                    let it = o1.iter_mut().zip(o2.iter_mut()).zip(&d[r.clone()]);
+                    for (((o1, o2), &d), (&a, &b)) in it.zip(s1[r.clone()].iter().zip(&s2[r])) {
+                        o1.write(d * a);
+                        o2.write(d * b);
                     }
-                })
-            });
-    } else {
-        simd(|| {
-            for ((o, &x), &y) in out.iter_mut().zip(x).zip(y) {
-                *o = f(x, y)
-            }
+                },
+            )
         });
-    }
-    out
+    });
+    // SAFETY: every element of both written.
+    Ok((
+        wrap(unsafe { o1.finish() }, &shape)?,
+        Some(wrap(unsafe { o2.finish() }, &shape)?),
+    ))
 }
 
 /// `(p + c, s ⊙ (p + c))` for `p` `[m, k]`, `c` `[k]` broadcast over rows; the second only when
@@ -652,32 +704,36 @@ fn bias_mul_cpu<T: WithDType>(
         return Err(Error::Numerics("kernel bias_mul: shapes".into()));
     }
     let len = m * k;
-    let (mut ra, mut rh): (Vec<T>, Vec<T>) = (zeros(len), zeros(len));
+    let (ra, rh) = (Out::<T>::new(len), Out::<T>::new(len));
     with_slices!(T, [p, c, s], {
-        let run = |ra: &mut [T], rh: &mut [T], p: &[T], s: &[T]| {
-            simd(|| {
-                for (r, pr) in p.chunks(k).enumerate() {
-                    let o = r * k;
-                    for j in 0..k {
-                        let v = pr[j] + c[j];
-                        ra[o + j] = v;
-                        rh[o + j] = v * s[o + j];
+        for_ranges(len, chunk_len(k), |r| {
+            // SAFETY: disjoint row-aligned ranges within 0..len.
+            let (ra, rh) = unsafe { (ra.part(r.clone()), rh.part(r.clone())) };
+            let (p, s) = (&p[r.clone()], &s[r]);
+            simd(
+                #[inline(always)]
+                || {
+                    let rows = p.chunks(k).zip(s.chunks(k));
+                    let rows = rows.zip(ra.chunks_mut(k)).zip(rh.chunks_mut(k));
+                    for (((pr, sr), rar), rhr) in rows {
+                        let cols = pr.iter().zip(c).zip(sr);
+                        for (((&p, &c), &s), (ra, rh)) in
+                            cols.zip(rar.iter_mut().zip(rhr.iter_mut()))
+                        {
+                            let v = p + c;
+                            ra.write(v);
+                            rh.write(v * s);
+                        }
                     }
-                }
-            })
-        };
-        if parallel(len) {
-            let cl = chunk_len(k);
-            ra.par_chunks_mut(cl)
-                .zip(rh.par_chunks_mut(cl))
-                .zip(p.par_chunks(cl))
-                .zip(s.par_chunks(cl))
-                .for_each(|(((ra, rh), p), s)| run(ra, rh, p, s));
-        } else {
-            run(&mut ra, &mut rh, p, s);
-        }
+                },
+            )
+        });
     });
-    Ok((wrap(ra, &[m, k])?, Some(wrap(rh, &[m, k])?)))
+    // SAFETY: every element of both written.
+    Ok((
+        wrap(unsafe { ra.finish() }, &[m, k])?,
+        Some(wrap(unsafe { rh.finish() }, &[m, k])?),
+    ))
 }
 
 /// `x ⊙ s + y ⊙ u` (the second term only when `y` and `u` are given).
@@ -698,27 +754,25 @@ fn mul_add_cpu<T: WithDType>(x: &Tensor, s: &Tensor, y: &Tensor, u: &Tensor) -> 
         return Err(Error::Numerics("kernel mul_add: shapes".into()));
     }
     let len = x.elem_count();
-    let mut out: Vec<T> = zeros(len);
+    let out = Out::<T>::new(len);
     with_slices!(T, [x, s, y, u], {
-        let run = |o: &mut [T], x: &[T], s: &[T], y: &[T], u: &[T]| {
-            simd(|| {
-                for i in 0..o.len() {
-                    o[i] = x[i] * s[i] + y[i] * u[i];
-                }
-            })
-        };
-        if parallel(len) {
-            out.par_chunks_mut(PAR_MIN)
-                .zip(x.par_chunks(PAR_MIN))
-                .zip(s.par_chunks(PAR_MIN))
-                .zip(y.par_chunks(PAR_MIN))
-                .zip(u.par_chunks(PAR_MIN))
-                .for_each(|((((o, x), s), y), u)| run(o, x, s, y, u));
-        } else {
-            run(&mut out, x, s, y, u);
-        }
+        for_ranges(len, PAR_MIN, |r| {
+            // SAFETY: disjoint ranges within 0..len.
+            let o = unsafe { out.part(r.clone()) };
+            simd(
+                #[inline(always)]
+                || {
+                    let a = x[r.clone()].iter().zip(&s[r.clone()]);
+                    let b = y[r.clone()].iter().zip(&u[r]);
+                    for ((o, (&x, &s)), (&y, &u)) in o.iter_mut().zip(a).zip(b) {
+                        o.write(x * s + y * u);
+                    }
+                },
+            )
+        });
     });
-    wrap(out, &shape)
+    // SAFETY: every element written.
+    wrap(unsafe { out.finish() }, &shape)
 }
 
 /// Column sums of `a` `[m, k]` (accumulated in f64), `[k]`.
@@ -735,13 +789,16 @@ fn col_sum_cpu<T: WithDType>(a: &Tensor) -> Result<Tensor> {
     let acc = with_slices!(T, [a], {
         let run = |rows: &[T]| {
             let mut acc = vec![0.0f64; k];
-            simd(|| {
-                for r in rows.chunks(k) {
-                    for (s, &v) in acc.iter_mut().zip(r) {
-                        *s += v.to_f64();
+            simd(
+                #[inline(always)]
+                || {
+                    for r in rows.chunks(k) {
+                        for (s, &v) in acc.iter_mut().zip(r) {
+                            *s += v.to_f64();
+                        }
                     }
-                }
-            });
+                },
+            );
             acc
         };
         if parallel(m * k) {
@@ -785,22 +842,25 @@ fn dot_cpu<T: WithDType>(a: &Tensor, b: &Tensor) -> Result<f64> {
     // The same tensor twice (a squared norm): read its storage once.
     let same = a.id() == b.id();
     let run = |x: &[T], y: &[T]| {
-        simd(|| {
-            let mut acc = [0.0f64; 4];
-            let (cx, cy) = (x.chunks_exact(4), y.chunks_exact(4));
-            let tail: f64 = cx
-                .remainder()
-                .iter()
-                .zip(cy.remainder())
-                .map(|(p, q)| p.to_f64() * q.to_f64())
-                .sum();
-            for (p, q) in cx.zip(cy) {
-                for i in 0..4 {
-                    acc[i] += p[i].to_f64() * q[i].to_f64();
+        simd(
+            #[inline(always)]
+            || {
+                let mut acc = [0.0f64; 4];
+                let (cx, cy) = (x.chunks_exact(4), y.chunks_exact(4));
+                let tail: f64 = cx
+                    .remainder()
+                    .iter()
+                    .zip(cy.remainder())
+                    .map(|(p, q)| p.to_f64() * q.to_f64())
+                    .sum();
+                for (p, q) in cx.zip(cy) {
+                    for i in 0..4 {
+                        acc[i] += p[i].to_f64() * q[i].to_f64();
+                    }
                 }
-            }
-            (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
-        })
+                (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
+            },
+        )
     };
     let total = |x: &[T], y: &[T]| {
         if parallel(x.len()) {

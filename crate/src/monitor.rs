@@ -117,8 +117,15 @@ impl Monitor {
         let targets: Vec<(String, Objective)> = std::iter::once(full)
             .chain(self.groups.iter().cloned())
             .collect();
-        for (name, obj) in &targets {
-            let (l, g) = obj.value_and_grad(model)?;
+        // Sharpness measured on the whole training set: the operator already holds the training
+        // set's value and gradient (the same arithmetic, hence the same bits), so no second pass.
+        let op_is_train = self.tracker.config.subset.is_none();
+        for (i, (name, obj)) in targets.iter().enumerate() {
+            let (l, g) = if i == 0 && op_is_train {
+                (op.value(), op.gradient()?)
+            } else {
+                obj.value_and_grad(model)?
+            };
             let out = obj.outputs(model)?;
             let acc = loss::accuracy(&out, obj.y())?;
             let g2 = sq_norm(&g)?;

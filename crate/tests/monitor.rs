@@ -79,6 +79,15 @@ fn group_metrics_match_direct_computation() {
     assert!((get("gHg") - ghg).abs() < 1e-9 * ghg.abs().max(1.0));
     assert!(get("cos2_topk") >= get("cos2_vmax") - 1e-12 && get("cos2_topk") <= 1.0 + 1e-12);
     assert!((mon.log.series("eos", 7, "all", "lambda_1")[0].1 - rec.values[0]).abs() < 1e-12);
+    // The training set's row reuses the Hessian operator's value and gradient: bit-identical to
+    // a separate pass.
+    let (l_all, g_all) = obj.value_and_grad(&gd.model).unwrap();
+    let train_row = |metric: &str| mon.log.series("eos", 7, "train", metric)[0].1;
+    assert_eq!(train_row("loss").to_bits(), l_all.to_bits());
+    assert_eq!(
+        train_row("grad_norm").to_bits(),
+        sq_norm(&g_all).unwrap().sqrt().to_bits()
+    );
     let acc = get("accuracy");
     assert!((0.0..=1.0).contains(&acc));
 

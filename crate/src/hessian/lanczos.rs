@@ -1,5 +1,6 @@
 //! Lanczos with full reorthogonalisation for the largest algebraic eigenvalues of a symmetric
 //! operator given only as matrix-vector products on device tensors.
+use super::krylov::{Host, Krylov, OnDevice, dot};
 use crate::rng::Rng;
 use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor};
@@ -45,64 +46,10 @@ pub struct Eigen {
     pub converged: bool,
 }
 
-/// ⟨a, b⟩ of two host vectors.
-fn dot(a: &[f64], b: &[f64]) -> f64 {
-    // Four partial sums: vectorises, and is a little more accurate than one running sum.
-    let mut acc = [0.0f64; 4];
-    let (ca, cb) = (a.chunks_exact(4), b.chunks_exact(4));
-    let tail: f64 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ca.zip(cb) {
-        for i in 0..4 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
-}
-
-fn norm(a: &[f64]) -> f64 {
-    dot(a, a).sqrt()
-}
-
-/// `y += c x`.
-fn axpy(y: &mut [f64], c: f64, x: &[f64]) {
-    y.iter_mut().zip(x).for_each(|(y, x)| *y += c * x);
-}
-
-fn scaled(x: &[f64], c: f64) -> Vec<f64> {
-    x.iter().map(|v| v * c).collect()
-}
-
 fn random_unit(dim: usize, rng: &mut Rng) -> Vec<f64> {
     let v = rng.normals(dim);
-    let n = norm(&v);
-    scaled(&v, 1.0 / n)
-}
-
-/// A device tensor (any float dtype) as host f64 values.
-fn to_host(t: &Tensor) -> Result<Vec<f64>> {
-    Ok(t.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?)
-}
-
-/// Host f64 values as a tensor of `dtype` on `device`.
-fn to_device(v: &[f64], device: &Device, dtype: DType) -> Result<Tensor> {
-    Ok(Tensor::from_slice(v, v.len(), &Device::Cpu)?
-        .to_dtype(dtype)?
-        .to_device(device)?)
-}
-
-/// Remove the components along `basis` (twice: one pass is not enough in floating point).
-fn orthogonalise(w: &mut [f64], basis: &[Vec<f64>]) {
-    for _ in 0..2 {
-        for q in basis {
-            let c = dot(w, q);
-            axpy(w, -c, q);
-        }
-    }
+    let c = 1.0 / dot(&v, &v).sqrt();
+    v.iter().map(|x| x * c).collect()
 }
 
 /// Eigen-decomposition of the tridiagonal matrix (α on the diagonal, β off it), descending.
@@ -130,12 +77,29 @@ fn tridiagonal_eigen(alpha: &[f64], beta: &[f64]) -> (Vec<f64>, DMatrix<f64>) {
 /// Top-`cfg.k` eigenpairs of the symmetric operator `op` on vectors of length `dim`.
 ///
 /// `start`: previous eigenvectors to warm-start from (their sum seeds the Krylov space); a
-/// random unit vector from `cfg.seed` otherwise.
+/// random unit vector from `cfg.seed` otherwise. The Krylov basis is kept in f64, on the host for
+/// CPU operators and on the operator's device otherwise (see [`super::krylov`]).
 pub fn lanczos(
-    mut op: impl FnMut(&Tensor) -> Result<Tensor>,
+    op: impl FnMut(&Tensor) -> Result<Tensor>,
     dim: usize,
     device: &Device,
     dtype: DType,
+    cfg: &LanczosConfig,
+    start: Option<&[Tensor]>,
+) -> Result<Eigen> {
+    let (device, dtype) = (device.clone(), dtype);
+    if device.is_cpu() {
+        lanczos_in(&Host { device, dtype }, op, dim, cfg, start)
+    } else {
+        lanczos_in(&OnDevice { device, dtype }, op, dim, cfg, start)
+    }
+}
+
+/// [`lanczos`] with the Krylov basis in `space`.
+pub(crate) fn lanczos_in<K: Krylov>(
+    space: &K,
+    mut op: impl FnMut(&Tensor) -> Result<Tensor>,
+    dim: usize,
     cfg: &LanczosConfig,
     start: Option<&[Tensor]>,
 ) -> Result<Eigen> {
@@ -147,45 +111,42 @@ pub fn lanczos(
     }
     let max_iter = cfg.max_iter.clamp(cfg.k, dim);
     let mut rng = Rng::stream(cfg.seed, "lanczos");
-    // The Krylov basis lives on the host in f64 (reorthogonalisation is cheap there and more
-    // accurate than in the model's dtype); only the operator runs on the device.
-    let mut q: Vec<f64> = match start.filter(|s| !s.is_empty()) {
+    let mut q: K::V = match start.filter(|s| !s.is_empty()) {
         Some(prev) => {
-            let mut s = to_host(&prev[0])?;
+            let mut s = space.load(&prev[0])?;
             for p in &prev[1..] {
-                let p = to_host(p)?;
-                s.iter_mut().zip(&p).for_each(|(a, b)| *a += b);
+                space.axpy(&mut s, 1.0, &space.load(p)?)?;
             }
-            if s.len() != dim {
+            if space.len(&s) != dim {
                 return Err(Error::Config(format!(
                     "lanczos: warm-start vector of length {} for dimension {dim}",
-                    s.len()
+                    space.len(&s)
                 )));
             }
             // A little noise keeps the Krylov space from being trapped in the old subspace.
-            axpy(&mut s, 1e-3, &random_unit(dim, &mut rng));
-            let n = norm(&s);
+            space.axpy(&mut s, 1e-3, &space.upload(random_unit(dim, &mut rng))?)?;
+            let n = space.norm(&s)?;
             if !(n.is_finite() && n > 0.0) {
                 return Err(Error::Numerics(
                     "lanczos: warm-start vector is zero or not finite".into(),
                 ));
             }
-            scaled(&s, 1.0 / n)
+            space.scaled(&s, 1.0 / n)?
         }
-        None => random_unit(dim, &mut rng),
+        None => space.upload(random_unit(dim, &mut rng))?,
     };
-    let mut basis: Vec<Vec<f64>> = Vec::new();
+    let mut basis: Vec<K::V> = Vec::new();
     let (mut alpha, mut beta): (Vec<f64>, Vec<f64>) = (Vec::new(), Vec::new());
     let mut result = None;
     for j in 0..max_iter {
-        let mut w = to_host(&op(&to_device(&q, device, dtype)?)?)?;
-        if w.len() != dim {
+        let mut w = space.load(&op(&space.operand(&q)?)?)?;
+        if space.len(&w) != dim {
             return Err(Error::Numerics(format!(
                 "lanczos: operator returned {} values for dimension {dim}",
-                w.len()
+                space.len(&w)
             )));
         }
-        let a = dot(&w, &q);
+        let a = space.dot(&w, &q)?;
         if !a.is_finite() {
             return Err(Error::Numerics(format!(
                 "lanczos: non-finite Rayleigh quotient at iteration {j}"
@@ -193,8 +154,8 @@ pub fn lanczos(
         }
         basis.push(q);
         alpha.push(a);
-        orthogonalise(&mut w, &basis);
-        let b = norm(&w);
+        space.orthogonalise(&mut w, &basis)?;
+        let b = space.norm(&w)?;
         let m = alpha.len();
         let scale = alpha.iter().fold(0.0f64, |s, x| s.max(x.abs())).max(1e-300);
         let breakdown = b <= 1e-10 * scale;
@@ -218,25 +179,23 @@ pub fn lanczos(
         }
         if breakdown {
             // Invariant subspace found before k pairs: restart orthogonally to it.
-            let mut r = random_unit(dim, &mut rng);
-            orthogonalise(&mut r, &basis);
-            let n = norm(&r);
+            let mut r = space.upload(random_unit(dim, &mut rng))?;
+            space.orthogonalise(&mut r, &basis)?;
+            let n = space.norm(&r)?;
             beta.push(0.0);
-            q = scaled(&r, 1.0 / n);
+            q = space.scaled(&r, 1.0 / n)?;
         } else {
             beta.push(b);
-            q = scaled(&w, 1.0 / b);
+            q = space.scaled(&w, 1.0 / b)?;
         }
     }
     let (vals, vecs, residuals, converged) = result.expect("max_iter >= k guarantees a check");
     let mut vectors = Vec::with_capacity(cfg.k);
     for i in 0..cfg.k {
-        let mut y = vec![0.0; dim];
-        for (r, qb) in basis.iter().enumerate() {
-            axpy(&mut y, vecs[(r, i)], qb);
-        }
-        let n = norm(&y);
-        vectors.push(to_device(&scaled(&y, 1.0 / n), device, dtype)?);
+        let coef: Vec<f64> = (0..basis.len()).map(|r| vecs[(r, i)]).collect();
+        let y = space.combine(&basis, &coef)?;
+        let n = space.norm(&y)?;
+        vectors.push(space.operand(&space.scaled(&y, 1.0 / n)?)?);
     }
     Ok(Eigen {
         values: vals[..cfg.k].to_vec(),
@@ -350,5 +309,56 @@ mod tests {
         .unwrap();
         assert!((e.values[0] - uu).abs() < 1e-8 * uu, "{:?}", e.values);
         assert!(e.values[1].abs() < 1e-8 && e.values[2].abs() < 1e-8);
+    }
+
+    #[test]
+    fn device_basis_matches_host_basis() {
+        // The GPU path's arithmetic (basis as f64 tensors, projections as matrix products), run
+        // on the CPU against the host path: same Ritz pairs, cold and warm, with restarts.
+        let n = 150;
+        let d: Vec<f64> = (0..n).map(|i| ((i * 37) % n) as f64 / 15.0 - 2.0).collect();
+        let diag = Tensor::from_vec(d, n, &Device::Cpu).unwrap();
+        let cfg = LanczosConfig {
+            k: 3,
+            tol: 1e-9,
+            max_iter: 150,
+            seed: 5,
+        };
+        let (device, dtype) = (Device::Cpu, DType::F64);
+        let op = |v: &Tensor| Ok((v * &diag)?);
+        let host = Host {
+            device: device.clone(),
+            dtype,
+        };
+        let dev = OnDevice { device, dtype };
+        let a = lanczos_in(&host, op, n, &cfg, None).unwrap();
+        let b = lanczos_in(&dev, op, n, &cfg, None).unwrap();
+        let a2 = lanczos_in(&host, op, n, &cfg, Some(&a.vectors)).unwrap();
+        let b2 = lanczos_in(&dev, op, n, &cfg, Some(&b.vectors)).unwrap();
+        for (x, y) in [(&a, &b), (&a2, &b2)] {
+            assert!(x.converged && y.converged);
+            for i in 0..cfg.k {
+                assert!(
+                    (x.values[i] - y.values[i]).abs() < 1e-9,
+                    "{:?} {:?}",
+                    x.values,
+                    y.values
+                );
+                let c: f64 = (&x.vectors[i] * &y.vectors[i])
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .to_scalar()
+                    .unwrap();
+                assert!(c.abs() > 1.0 - 1e-8, "pair {i}: |<x, y>| = {c}");
+            }
+        }
+        for (got, want) in b
+            .values
+            .iter()
+            .zip([8.0 - 1.0 / 15.0, 8.0 - 2.0 / 15.0, 7.8])
+        {
+            assert!((got - want).abs() < 1e-8, "{:?}", b.values);
+        }
     }
 }

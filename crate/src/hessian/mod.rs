@@ -1,5 +1,6 @@
 //! Curvature of the training loss: exact Hessian-vector products by double backward, a central
 //! finite-difference cross-check in f64, and the top eigenpairs by Lanczos.
+mod krylov;
 mod lanczos;
 
 pub use lanczos::{Eigen, LanczosConfig, lanczos};
