@@ -157,7 +157,7 @@ gpu-check:
 #                       medians, spread and eoslab / PyTorch per primitive, size and dtype, and
 #                       writes target/bench/results-*.json. First time: .venv-bench with
 #                       bench/requirements.txt (~3 GB of wheels) and the problems in
-#                       target/bench/data (~270 MB). Full run ≈ 1 h on 2 cores; quiet machine!
+#                       target/bench/data (~270 MB). Full run ≈ 30 min on 2 cores; quiet machine!
 #   BENCH_ARGS          e.g. --quick (fewer repetitions), --threads 1, --sizes digits,
 #                       --dtypes f32, --prims gd_step,hvp, --derivatives autodiff
 BENCH_VENV := $(ROOT)/.venv-bench

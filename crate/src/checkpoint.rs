@@ -96,7 +96,8 @@ pub fn parse_dtype(s: &str) -> Result<DType> {
     }
 }
 
-fn to_bytes(t: &Tensor) -> Result<(StDtype, Vec<u8>)> {
+/// A tensor's values as little-endian bytes in its own dtype (f32 or f64), from any device.
+pub(crate) fn to_bytes(t: &Tensor) -> Result<(StDtype, Vec<u8>)> {
     let t = t.flatten_all()?.to_device(&Device::Cpu)?;
     Ok(match t.dtype() {
         DType::F64 => (

@@ -203,23 +203,8 @@ impl Objective {
     /// Value and gradient (one tensor per parameter, sorted-name order, detached).
     pub fn value_and_grad(&self, model: &Model) -> Result<(f64, Vec<Tensor>)> {
         if let Some(layout) = self.analytic(model) {
-            let weights = layout.weights(model);
-            let mut value = 0.0;
-            let mut grad: Option<Vec<Tensor>> = None;
-            for (s, len) in self.chunks() {
-                let (v, g, _) = analytic::value_and_grad(
-                    &layout,
-                    &weights,
-                    &self.x.narrow(0, s, len)?,
-                    &self.onehot.narrow(0, s, len)?,
-                    self.loss,
-                    self.n(),
-                    false,
-                )?;
-                value += v;
-                grad = Some(sum_into(grad, g)?);
-            }
-            return Ok((value, grad.expect("at least one chunk")));
+            let (value, grad, _) = self.mlp_pass(&layout, &layout.weights(model), false)?;
+            return Ok((value, grad));
         }
         ensure_second_order()?;
         let n = self.n();
@@ -254,29 +239,13 @@ impl Objective {
     pub fn grad_graph(&self, model: &Model) -> Result<GradGraph> {
         if let Some(layout) = self.analytic(model) {
             let weights = layout.weights(model);
-            let mut value = 0.0;
-            let mut gradient: Option<Vec<Tensor>> = None;
-            let mut caches = Vec::new();
-            for (s, len) in self.chunks() {
-                let (v, g, cache) = analytic::value_and_grad(
-                    &layout,
-                    &weights,
-                    &self.x.narrow(0, s, len)?,
-                    &self.onehot.narrow(0, s, len)?,
-                    self.loss,
-                    self.n(),
-                    true,
-                )?;
-                value += v;
-                gradient = Some(sum_into(gradient, g)?);
-                caches.push(cache.expect("kept"));
-            }
+            let (value, gradient, caches) = self.mlp_pass(&layout, &weights, true)?;
             return Ok(GradGraph {
                 inner: Graph::Mlp {
                     layout,
                     weights,
                     caches,
-                    gradient: gradient.expect("at least one chunk"),
+                    gradient,
                 },
                 value,
             });
@@ -306,6 +275,36 @@ impl Objective {
             },
             value,
         })
+    }
+}
+
+impl Objective {
+    /// The closed-form MLP pass over every chunk: value, gradient (chunks summed in order), and
+    /// the per-chunk caches for Hessian-vector products when `keep`.
+    fn mlp_pass(
+        &self,
+        layout: &MlpLayout,
+        weights: &[(Tensor, Tensor)],
+        keep: bool,
+    ) -> Result<(f64, Vec<Tensor>, Vec<ChunkCache>)> {
+        let mut value = 0.0;
+        let mut gradient: Option<Vec<Tensor>> = None;
+        let mut caches = Vec::new();
+        for (s, len) in self.chunks() {
+            let (v, g, cache) = analytic::value_and_grad(
+                layout,
+                weights,
+                &self.x.narrow(0, s, len)?,
+                &self.onehot.narrow(0, s, len)?,
+                self.loss,
+                self.n(),
+                keep,
+            )?;
+            value += v;
+            gradient = Some(sum_into(gradient, g)?);
+            caches.extend(cache);
+        }
+        Ok((value, gradient.expect("at least one chunk"), caches))
     }
 }
 

@@ -1,0 +1,81 @@
+//! Reductions and updates on parameter-sized tensors, accumulated in f64.
+use super::*;
+
+/// `⟨a, b⟩` accumulated in f64 (`a = b` gives the squared norm).
+pub(crate) fn dot(a: &Tensor, b: &Tensor) -> Result<f64> {
+    if a.dims() != b.dims() {
+        return Err(Error::Numerics(format!(
+            "dot: shapes {:?} and {:?}",
+            a.dims(),
+            b.dims()
+        )));
+    }
+    match cpu_dtype(&[a, b]) {
+        Some(DType::F32) => dot_cpu::<f32>(a, b),
+        Some(DType::F64) => dot_cpu::<f64>(a, b),
+        _ => Ok((a * b)?
+            .sum_all()?
+            .to_dtype(DType::F64)?
+            .to_scalar::<f64>()?),
+    }
+}
+
+fn dot_cpu<T: WithDType>(a: &Tensor, b: &Tensor) -> Result<f64> {
+    // The same tensor twice (a squared norm): read its storage once.
+    let same = a.id() == b.id();
+    let run = |x: &[T], y: &[T]| {
+        simd(
+            #[inline(always)]
+            || {
+                let mut acc = [0.0f64; 4];
+                let (cx, cy) = (x.chunks_exact(4), y.chunks_exact(4));
+                let tail: f64 = cx
+                    .remainder()
+                    .iter()
+                    .zip(cy.remainder())
+                    .map(|(p, q)| p.to_f64() * q.to_f64())
+                    .sum();
+                for (p, q) in cx.zip(cy) {
+                    for i in 0..4 {
+                        acc[i] += p[i].to_f64() * q[i].to_f64();
+                    }
+                }
+                (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
+            },
+        )
+    };
+    let total = |x: &[T], y: &[T]| {
+        if parallel(x.len()) {
+            x.par_chunks(PAR_MIN)
+                .zip(y.par_chunks(PAR_MIN))
+                .map(|(x, y)| run(x, y))
+                .sum()
+        } else {
+            run(x, y)
+        }
+    };
+    Ok(if same {
+        with_slices!(T, [a], total(a, a))
+    } else {
+        with_slices!(T, [a, b], total(a, b))
+    })
+}
+
+/// `x + c y` as a new tensor.
+pub(crate) fn axpy(x: &Tensor, c: f64, y: &Tensor) -> Result<Tensor> {
+    if x.dims() != y.dims() {
+        return Err(Error::Numerics("axpy: shapes".into()));
+    }
+    match cpu_dtype(&[x, y]) {
+        Some(DType::F32) => axpy_cpu::<f32>(x, c, y),
+        Some(DType::F64) => axpy_cpu::<f64>(x, c, y),
+        _ => Ok((x + (y * c)?)?),
+    }
+}
+
+fn axpy_cpu<T: WithDType>(x: &Tensor, c: f64, y: &Tensor) -> Result<Tensor> {
+    let shape = x.dims().to_vec();
+    let c = T::from_f64(c);
+    let out = with_slices!(T, [x, y], map2(x, y, |a, b| a + c * b));
+    wrap(out, &shape)
+}

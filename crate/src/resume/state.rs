@@ -1,0 +1,404 @@
+//! What a resumable run stores besides the training processes: the measurement state of a
+//! process (sharpness records, warm-start vectors, metric log, loss history), completed `eos`
+//! runs and completed seeds of the branching claims.
+use super::*;
+
+/// Write a metric log's rows as columns with prefix `p`.
+pub fn put_log(w: &mut TableWriter, p: &str, log: &RunLog) {
+    let r = &log.rows;
+    w.meta(&format!("{p}run"), log.run.clone());
+    w.strings(&format!("{p}branch"), r.iter().map(|x| x.branch.as_str()));
+    w.strings(&format!("{p}group"), r.iter().map(|x| x.group.as_str()));
+    w.strings(&format!("{p}metric"), r.iter().map(|x| x.metric.as_str()));
+    w.u64(
+        &format!("{p}seed"),
+        &r.iter().map(|x| x.seed).collect::<Vec<_>>(),
+    );
+    w.u64(
+        &format!("{p}step"),
+        &r.iter().map(|x| x.step as u64).collect::<Vec<_>>(),
+    );
+    let n = r.len();
+    w.f64(
+        &format!("{p}t_eff"),
+        &r.iter().map(|x| x.t_eff).collect::<Vec<_>>(),
+        vec![n],
+    );
+    w.f64(
+        &format!("{p}value"),
+        &r.iter().map(|x| x.value).collect::<Vec<_>>(),
+        vec![n],
+    );
+}
+
+/// Read a metric log written by [`put_log`].
+pub fn get_log(t: &TableReader, p: &str) -> Result<RunLog> {
+    let (branch, group, metric) = (
+        t.strings(&format!("{p}branch"))?,
+        t.strings(&format!("{p}group"))?,
+        t.strings(&format!("{p}metric"))?,
+    );
+    let (seed, step) = (t.u64(&format!("{p}seed"))?, t.u64(&format!("{p}step"))?);
+    let (t_eff, value) = (t.f64(&format!("{p}t_eff"))?, t.f64(&format!("{p}value"))?);
+    let n = branch.len();
+    if [
+        group.len(),
+        metric.len(),
+        seed.len(),
+        step.len(),
+        t_eff.len(),
+        value.len(),
+    ]
+    .iter()
+    .any(|&k| k != n)
+    {
+        return Err(Error::data(&t.path, "log columns have different lengths"));
+    }
+    let mut log = RunLog::new(t.meta(&format!("{p}run"))?);
+    for i in 0..n {
+        log.rows.push(MetricRow {
+            branch: branch[i].clone(),
+            seed: seed[i],
+            step: step[i] as usize,
+            t_eff: t_eff[i],
+            group: group[i].clone(),
+            metric: metric[i].clone(),
+            value: value[i],
+        });
+    }
+    Ok(log)
+}
+
+/// The measurement state of a process at a step: sharpness records, warm-start vectors, log,
+/// and the process's loss history.
+pub struct MonitorState {
+    /// Step of the process when saved.
+    pub step: usize,
+    /// The process's per-step records so far.
+    pub history: Vec<StepRecord>,
+    /// Sharpness records so far.
+    pub records: Vec<SharpnessRecord>,
+    /// Latest eigenvectors (warm start).
+    pub vectors: Option<Vec<Tensor>>,
+    /// Metric log so far.
+    pub log: RunLog,
+}
+
+impl MonitorState {
+    /// Save (atomically).
+    pub fn save(
+        path: &Path,
+        step: usize,
+        history: &[StepRecord],
+        tracker: &SharpnessTracker,
+        log: &RunLog,
+    ) -> Result<()> {
+        let mut w = TableWriter::default();
+        w.meta("step", step.to_string());
+        put_history(&mut w, "hist.", history);
+        put_records(&mut w, "rec.", &tracker.records);
+        if let Some(vs) = &tracker.vectors {
+            w.meta("vectors", vs.len().to_string());
+            for (i, v) in vs.iter().enumerate() {
+                w.tensor(&format!("vector.{i}"), v)?;
+            }
+        }
+        put_log(&mut w, "log.", log);
+        w.write(path)
+    }
+
+    /// Load, with the eigenvectors on `device`.
+    pub fn load(path: &Path, device: &Device) -> Result<MonitorState> {
+        let t = TableReader::open(path)?;
+        let step: usize = t
+            .meta("step")?
+            .parse()
+            .map_err(|_| Error::data(path, "bad step"))?;
+        let records = get_records(&t, "rec.")?;
+        let vectors = match t.meta("vectors") {
+            Ok(n) => {
+                let n: usize = n
+                    .parse()
+                    .map_err(|_| Error::data(path, "bad vector count"))?;
+                Some(
+                    (0..n)
+                        .map(|i| t.tensor(&format!("vector.{i}"), device))
+                        .collect::<Result<Vec<_>>>()?,
+                )
+            }
+            Err(_) => None,
+        };
+        Ok(MonitorState {
+            step,
+            history: get_history(&t, "hist.")?,
+            records,
+            vectors,
+            log: get_log(&t, "log.")?,
+        })
+    }
+}
+
+/// Write sharpness records as columns with prefix `p`.
+pub fn put_records(w: &mut TableWriter, p: &str, r: &[SharpnessRecord]) {
+    let n = r.len();
+    let col = |f: fn(&SharpnessRecord) -> f64| r.iter().map(f).collect::<Vec<_>>();
+    w.u64(
+        &format!("{p}k"),
+        &r.iter().map(|x| x.values.len() as u64).collect::<Vec<_>>(),
+    );
+    w.u64(
+        &format!("{p}step"),
+        &r.iter().map(|x| x.step as u64).collect::<Vec<_>>(),
+    );
+    w.u64(
+        &format!("{p}iterations"),
+        &r.iter().map(|x| x.iterations as u64).collect::<Vec<_>>(),
+    );
+    w.u64(
+        &format!("{p}flags"),
+        &r.iter()
+            .map(|x| x.converged as u64 | (x.warm as u64) << 1)
+            .collect::<Vec<_>>(),
+    );
+    w.f64(&format!("{p}t_eff"), &col(|x| x.t_eff), vec![n]);
+    w.f64(&format!("{p}lr"), &col(|x| x.lr), vec![n]);
+    w.f64(&format!("{p}threshold"), &col(|x| x.threshold), vec![n]);
+    let vals: Vec<f64> = r.iter().flat_map(|x| x.values.iter().copied()).collect();
+    let res: Vec<f64> = r.iter().flat_map(|x| x.residuals.iter().copied()).collect();
+    w.f64(&format!("{p}values"), &vals, vec![vals.len()]);
+    w.f64(&format!("{p}residuals"), &res, vec![res.len()]);
+}
+
+/// Read sharpness records written by [`put_records`].
+pub fn get_records(t: &TableReader, p: &str) -> Result<Vec<SharpnessRecord>> {
+    let c = |n: &str| format!("{p}{n}");
+    let (k, st, it, fl) = (
+        t.u64(&c("k"))?,
+        t.u64(&c("step"))?,
+        t.u64(&c("iterations"))?,
+        t.u64(&c("flags"))?,
+    );
+    let (te, lr, th) = (
+        t.f64(&c("t_eff"))?,
+        t.f64(&c("lr"))?,
+        t.f64(&c("threshold"))?,
+    );
+    let (vals, res) = (t.f64(&c("values"))?, t.f64(&c("residuals"))?);
+    let n = k.len();
+    if [st.len(), it.len(), fl.len(), te.len(), lr.len(), th.len()]
+        .iter()
+        .any(|&m| m != n)
+    {
+        return Err(Error::data(
+            &t.path,
+            "sharpness columns have different lengths",
+        ));
+    }
+    let mut out = Vec::with_capacity(n);
+    let mut off = 0;
+    for i in 0..n {
+        let ki = k[i] as usize;
+        if off + ki > vals.len() || off + ki > res.len() {
+            return Err(Error::data(&t.path, "sharpness records truncated"));
+        }
+        out.push(SharpnessRecord {
+            step: st[i] as usize,
+            t_eff: te[i],
+            lr: lr[i],
+            threshold: th[i],
+            values: vals[off..off + ki].to_vec(),
+            residuals: res[off..off + ki].to_vec(),
+            iterations: it[i] as usize,
+            converged: fl[i] & 1 == 1,
+            warm: fl[i] & 2 == 2,
+        });
+        off += ki;
+    }
+    Ok(out)
+}
+
+/// Write per-step records as columns with prefix `p`.
+pub fn put_history(w: &mut TableWriter, p: &str, h: &[StepRecord]) {
+    let n = h.len();
+    let col = |f: fn(&StepRecord) -> f64| h.iter().map(f).collect::<Vec<_>>();
+    w.u64(
+        &format!("{p}step"),
+        &h.iter().map(|x| x.step as u64).collect::<Vec<_>>(),
+    );
+    w.f64(&format!("{p}t_eff"), &col(|x| x.t_eff), vec![n]);
+    w.f64(&format!("{p}lr"), &col(|x| x.lr), vec![n]);
+    w.f64(&format!("{p}loss"), &col(|x| x.loss), vec![n]);
+    w.f64(&format!("{p}grad_norm"), &col(|x| x.grad_norm), vec![n]);
+}
+
+/// Read per-step records written by [`put_history`].
+pub fn get_history(t: &TableReader, p: &str) -> Result<Vec<StepRecord>> {
+    let c = |n: &str| format!("{p}{n}");
+    let st = t.u64(&c("step"))?;
+    let (te, lr, lo, gn) = (
+        t.f64(&c("t_eff"))?,
+        t.f64(&c("lr"))?,
+        t.f64(&c("loss"))?,
+        t.f64(&c("grad_norm"))?,
+    );
+    if [te.len(), lr.len(), lo.len(), gn.len()]
+        .iter()
+        .any(|&m| m != st.len())
+    {
+        return Err(Error::data(
+            &t.path,
+            "history columns have different lengths",
+        ));
+    }
+    Ok((0..st.len())
+        .map(|i| StepRecord {
+            step: st[i] as usize,
+            t_eff: te[i],
+            lr: lr[i],
+            loss: lo[i],
+            grad_norm: gn[i],
+        })
+        .collect())
+}
+
+/// Persist a completed training run of the `eos` claim under `name`.
+pub fn save_eos_run(r: &Resume, name: &str, run: &SeedRun) -> Result<()> {
+    let mut w = TableWriter::default();
+    w.meta("seed", run.seed.to_string());
+    let e = run.entry;
+    w.f64(
+        "scalars",
+        &[
+            run.lr,
+            run.seconds,
+            e.is_some() as u8 as f64,
+            e.map(|e| e.step as f64).unwrap_or(f64::NAN),
+            e.map(|e| e.t_star).unwrap_or(f64::NAN),
+            e.map(|e| e.t_eff).unwrap_or(f64::NAN),
+        ],
+        vec![6],
+    );
+    put_history(&mut w, "hist.", &run.history);
+    put_records(&mut w, "rec.", &run.sharpness);
+    w.write(&r.done_path(name))
+}
+
+/// A completed training run of the `eos` claim, if persisted.
+pub fn load_eos_run(r: &Resume, name: &str) -> Result<Option<SeedRun>> {
+    let path = r.done_path(name);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let t = TableReader::open(&path)?;
+    let sc = t.f64("scalars")?;
+    if sc.len() != 6 {
+        return Err(Error::data(&path, "scalars: expected 6 values"));
+    }
+    let seed: u64 = t
+        .meta("seed")?
+        .parse()
+        .map_err(|_| Error::data(&path, "bad seed"))?;
+    eprintln!("[resume] {name}: already complete in {}", path.display());
+    Ok(Some(SeedRun {
+        lr: sc[0],
+        seed,
+        history: get_history(&t, "hist.")?,
+        sharpness: get_records(&t, "rec.")?,
+        entry: (sc[2] == 1.0).then(|| EosEntry {
+            step: sc[3] as usize,
+            t_star: sc[4],
+            t_eff: sc[5],
+        }),
+        seconds: sc[1],
+    }))
+}
+
+/// Persist a completed seed (bit-exact) so that a rerun skips it; its checkpoints are removed.
+pub fn save_seed(r: &Resume, s: &SeedBranches) -> Result<()> {
+    let mut w = TableWriter::default();
+    w.meta("seed", s.seed.to_string());
+    w.meta("fork_step", s.fork_step.to_string());
+    w.f64(
+        "scalars",
+        &[
+            s.t_star,
+            s.t_star2.unwrap_or(f64::NAN),
+            s.t_star2.is_some() as u8 as f64,
+            s.window.0,
+            s.window.1,
+        ],
+        vec![5],
+    );
+    let groups: Vec<&String> = s.window_delta.keys().collect();
+    w.meta(
+        "window_groups",
+        serde_json::to_string(&groups).expect("json"),
+    );
+    w.f64(
+        "window_delta",
+        &s.window_delta.values().copied().collect::<Vec<_>>(),
+        vec![groups.len()],
+    );
+    let dgroups: Vec<&String> = s.delta.keys().collect();
+    w.meta(
+        "delta_groups",
+        serde_json::to_string(&dgroups).expect("json"),
+    );
+    for (i, d) in s.delta.values().enumerate() {
+        let flat: Vec<f64> = d.iter().flat_map(|&(t, v)| [t, v]).collect();
+        w.f64(&format!("delta.{i}"), &flat, vec![d.len(), 2]);
+    }
+    put_log(&mut w, "log.", &s.log);
+    w.write(&r.seed_result_path(s.seed))?;
+    r.clean_seed(s.seed);
+    Ok(())
+}
+
+/// A completed seed's result, if this run directory has one.
+pub fn load_seed(r: &Resume, seed: u64) -> Result<Option<SeedBranches>> {
+    let path = r.seed_result_path(seed);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let t = TableReader::open(&path)?;
+    let bad = |m: &str| Error::data(&path, m.to_string());
+    let saved_seed: u64 = t.meta("seed")?.parse().map_err(|_| bad("bad seed"))?;
+    if saved_seed != seed {
+        return Err(bad(&format!("holds seed {saved_seed}, expected {seed}")));
+    }
+    let fork_step: usize = t
+        .meta("fork_step")?
+        .parse()
+        .map_err(|_| bad("bad fork_step"))?;
+    let sc = t.f64("scalars")?;
+    if sc.len() != 5 {
+        return Err(bad("scalars: expected 5 values"));
+    }
+    let names = |key: &str| -> Result<Vec<String>> {
+        serde_json::from_str(t.meta(key)?).map_err(|e| bad(&e.to_string()))
+    };
+    let wg = names("window_groups")?;
+    let wd = t.f64("window_delta")?;
+    if wd.len() != wg.len() {
+        return Err(bad("window_delta length"));
+    }
+    let mut delta = BTreeMap::new();
+    for (i, g) in names("delta_groups")?.into_iter().enumerate() {
+        let flat = t.f64(&format!("delta.{i}"))?;
+        delta.insert(g, flat.chunks_exact(2).map(|c| (c[0], c[1])).collect());
+    }
+    eprintln!(
+        "[resume] seed {seed}: already complete in {}",
+        path.display()
+    );
+    Ok(Some(SeedBranches {
+        seed,
+        fork_step,
+        t_star: sc[0],
+        t_star2: (sc[2] == 1.0).then_some(sc[1]),
+        window: (sc[3], sc[4]),
+        log: get_log(&t, "log.")?,
+        delta,
+        window_delta: wg.into_iter().zip(wd).collect(),
+    }))
+}
