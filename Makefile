@@ -159,7 +159,7 @@ gpu-check:
 #                       bench/requirements.txt (~3 GB of wheels) and the problems in
 #                       target/bench/data (~270 MB). Full run ≈ 30 min on 2 cores; quiet machine!
 #   BENCH_ARGS          e.g. --quick (fewer repetitions), --threads 1, --sizes digits,
-#                       --dtypes f32, --prims gd_step,hvp, --derivatives autodiff
+#                       --dtypes f32, --prims gd_step,hvp, --derivatives autodiff, --batch 1
 BENCH_VENV := $(ROOT)/.venv-bench
 BENCH_STAMP := $(BENCH_VENV)/.requirements-installed
 BENCH_ARGS ?=

@@ -3,13 +3,16 @@ the PyTorch reference (bench/reference.py), alternating the two, and print media
 the ratio eoslab / PyTorch as a table. Not a test; needs the bench venv (`make bench-venv`).
 
     python bench/run.py [--quick] [--threads 2] [--sizes paper,digits] [--dtypes f32,f64]
-                        [--prims gd_step,graph,hvp,eig,groups,run] [--reps N] [--dir target/bench]
+                        [--prims gd_step,graph,hvp,eig,groups,run] [--reps N] [--batch 10]
+                        [--dir target/bench]
 
 Both sides run as long-lived worker processes that answer one timing request at a time, so the
 timings exclude process start, data loading and first-touch allocation (one untimed warm-up per
 primitive and side), and the two alternate (eoslab first on even repetitions, PyTorch first on
 odd ones) so that slow drifts of the machine hit both alike. Each worker uses the same number of
 threads (RAYON_NUM_THREADS for eoslab; torch.set_num_threads, OMP/MKL_NUM_THREADS for PyTorch).
+The digits-size primitives (milliseconds) are timed `--batch` times back to back per repetition
+after one untimed call, as a run calls them; the paper-size ones (seconds) once per repetition.
 """
 import argparse
 import datetime
@@ -102,6 +105,8 @@ def main():
     ap.add_argument("--dir", default=os.path.join(ROOT, "target", "bench"))
     ap.add_argument("--bin", default=os.path.join(ROOT, "target", "release", "examples", "bench"))
     ap.add_argument("--python", default=sys.executable)
+    ap.add_argument("--batch", type=int, default=10,
+                    help="back-to-back calls per repetition for the digits-size primitives (not eig, run)")
     ap.add_argument("--derivatives", default="auto", choices=["auto", "autodiff"],
                     help="eoslab's derivatives: closed form for MLPs (auto) or candle autodiff")
     args = ap.parse_args()
@@ -141,16 +146,23 @@ def main():
                     if not heavy:  # untimed warm-up of both sides
                         ours.ask(req)
                         ref.ask(req)
+                    # Millisecond primitives are timed as a run calls them, back to back: after a
+                    # pause (the other worker's turn) the first call pays for waking thread pools
+                    # and refilling caches, which a run does not (--batch 1 times single calls).
+                    batch = args.batch if (size == "digits" and prim not in ("eig", "run")) else 1
                     for r in range(reps):
                         order = [ours, ref] if r % 2 == 0 else [ref, ours]
                         for w in order:
                             time.sleep(0.05)
-                            rep = w.ask(req)
-                            times[w.name].append(rep["seconds"])
+                            if batch > 1:
+                                w.ask(req)  # untimed: wakes the worker after its pause
+                            for _ in range(batch):
+                                rep = w.ask(req)
+                                times[w.name].append(rep["seconds"])
                             infos[w.name] = rep["info"]
                     mo, mr = statistics.median(times["eoslab"]), statistics.median(times["pytorch"])
                     row = {
-                        "size": size, "dtype": dtype, "prim": prim, "reps": reps,
+                        "size": size, "dtype": dtype, "prim": prim, "reps": reps, "batch": batch,
                         "eoslab": times["eoslab"], "pytorch": times["pytorch"],
                         "median_eoslab": mo, "median_pytorch": mr, "ratio": mo / mr,
                         "info_eoslab": infos["eoslab"], "info_pytorch": infos["pytorch"],
@@ -184,11 +196,11 @@ def spread(ts):
 def table(results, threads):
     lines = [f"eoslab vs PyTorch, {threads} threads: medians (min–max over repetitions), ratio = eoslab / PyTorch",
              "",
-             "| size | dtype | primitive | reps | eoslab | PyTorch | ratio |",
+             "| size | dtype | primitive | reps × batch | eoslab | PyTorch | ratio |",
              "|---|---|---|---|---|---|---|"]
     for r in results:
         lines.append(
-            f"| {r['size']} | {r['dtype']} | {LABELS[r['prim']]} | {r['reps']} "
+            f"| {r['size']} | {r['dtype']} | {LABELS[r['prim']]} | {r['reps']} × {r['batch']} "
             f"| {fmt(r['median_eoslab']).strip()} ({spread(r['eoslab'])}) "
             f"| {fmt(r['median_pytorch']).strip()} ({spread(r['pytorch'])}) | {r['ratio']:.2f} |")
     return "\n".join(lines)
