@@ -20,12 +20,9 @@ use super::eos::EosConfig;
 use crate::branch::{BranchConfig, Design};
 use crate::data::cifar;
 use crate::groups::{GroupConfig, InputOutlierMode};
-use crate::hessian::LanczosConfig;
 use crate::loss::LossKind;
 use crate::model::Activation;
 use crate::rng::Rng;
-use crate::sharpness::SharpnessConfig;
-use crate::train::Every;
 use crate::{Error, Result};
 use std::path::Path;
 
@@ -63,17 +60,7 @@ pub fn run(dir: &Path) -> RunConfig {
         lr: 0.01,
         momentum: 0.0,
         steps: 20_000,
-        sharpness: SharpnessConfig {
-            every: Every::new(32),
-            lanczos: LanczosConfig {
-                k: 1,
-                tol: 1e-4,
-                max_iter: 100,
-                seed: 0,
-            },
-            subset: None,
-            warm_start: true,
-        },
+        sharpness: super::presets::sharpness_every(32),
         burn_in: 64,
         dtype: "f32".into(),
         device: "cpu".into(),

@@ -38,17 +38,7 @@ pub fn digits_run() -> RunConfig {
         lr: 0.1,
         momentum: 0.0,
         steps: 1000,
-        sharpness: SharpnessConfig {
-            every: Every::new(20),
-            lanczos: LanczosConfig {
-                k: 1,
-                tol: 1e-4,
-                max_iter: 100,
-                seed: 0,
-            },
-            subset: None,
-            warm_start: true,
-        },
+        sharpness: sharpness_every(20),
         burn_in: 150,
         dtype: "f32".into(),
         device: "cpu".into(),
@@ -114,4 +104,20 @@ pub fn digits_saturation() -> (BranchConfig, BranchConfig) {
     ce.design = Design::Exit { m: 0.5 };
     ce.horizon = 100.0;
     (ce, mse)
+}
+
+/// The presets' λ_max schedule: the top eigenvalue to relative residual 1e-4 (at most 100
+/// products), warm-started from the previous eigenvector, every `every` steps.
+pub(crate) fn sharpness_every(every: usize) -> SharpnessConfig {
+    SharpnessConfig {
+        every: Every::new(every),
+        lanczos: LanczosConfig {
+            k: 1,
+            tol: 1e-4,
+            max_iter: 100,
+            seed: 0,
+        },
+        subset: None,
+        warm_start: true,
+    }
 }

@@ -37,23 +37,9 @@ pub(crate) trait Krylov {
     }
 }
 
-/// ⟨a, b⟩ of two host vectors.
+/// ⟨a, b⟩ of two host vectors (the CPU kernels' dot: four partial sums, then the tail).
 pub(crate) fn dot(a: &[f64], b: &[f64]) -> f64 {
-    // Four partial sums: vectorises, and is a little more accurate than one running sum.
-    let mut acc = [0.0f64; 4];
-    let (ca, cb) = (a.chunks_exact(4), b.chunks_exact(4));
-    let tail: f64 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ca.zip(cb) {
-        for i in 0..4 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
+    crate::kernels::slice_dot(a, b)
 }
 
 /// `y += c x` on host vectors.

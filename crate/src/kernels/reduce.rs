@@ -20,38 +20,41 @@ pub(crate) fn dot(a: &Tensor, b: &Tensor) -> Result<f64> {
     }
 }
 
+/// `⟨x, y⟩` of two slices accumulated in f64: four partial sums (vectorises, and is a little more
+/// accurate than one running sum), then the tail.
+pub(crate) fn slice_dot<T: WithDType>(x: &[T], y: &[T]) -> f64 {
+    simd(
+        #[inline(always)]
+        || {
+            let mut acc = [0.0f64; 4];
+            let (cx, cy) = (x.chunks_exact(4), y.chunks_exact(4));
+            let tail: f64 = cx
+                .remainder()
+                .iter()
+                .zip(cy.remainder())
+                .map(|(p, q)| p.to_f64() * q.to_f64())
+                .sum();
+            for (p, q) in cx.zip(cy) {
+                for i in 0..4 {
+                    acc[i] += p[i].to_f64() * q[i].to_f64();
+                }
+            }
+            (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
+        },
+    )
+}
+
 fn dot_cpu<T: WithDType>(a: &Tensor, b: &Tensor) -> Result<f64> {
     // The same tensor twice (a squared norm): read its storage once.
     let same = a.id() == b.id();
-    let run = |x: &[T], y: &[T]| {
-        simd(
-            #[inline(always)]
-            || {
-                let mut acc = [0.0f64; 4];
-                let (cx, cy) = (x.chunks_exact(4), y.chunks_exact(4));
-                let tail: f64 = cx
-                    .remainder()
-                    .iter()
-                    .zip(cy.remainder())
-                    .map(|(p, q)| p.to_f64() * q.to_f64())
-                    .sum();
-                for (p, q) in cx.zip(cy) {
-                    for i in 0..4 {
-                        acc[i] += p[i].to_f64() * q[i].to_f64();
-                    }
-                }
-                (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
-            },
-        )
-    };
     let total = |x: &[T], y: &[T]| {
         if parallel(x.len()) {
             x.par_chunks(PAR_MIN)
                 .zip(y.par_chunks(PAR_MIN))
-                .map(|(x, y)| run(x, y))
+                .map(|(x, y)| slice_dot(x, y))
                 .sum()
         } else {
-            run(x, y)
+            slice_dot(x, y)
         }
     };
     Ok(if same {
