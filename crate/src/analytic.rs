@@ -83,32 +83,43 @@ pub(crate) struct ChunkCache {
     denom: usize,
 }
 
-/// Loss value (sum over the chunk divided by `denom`), `∂L/∂out`, and the softmax for CE.
+/// The chunk's outputs and per-example losses, as computed on the way to its gradient.
+pub(crate) struct ChunkOutputs {
+    /// Model outputs `[m, k]`.
+    pub logits: Tensor,
+    /// Per-example losses `[m]`.
+    pub per_example: Tensor,
+}
+
+/// Per-example losses, loss value (their sum divided by `denom`), `∂L/∂out`, and the softmax
+/// for CE.
 fn loss_head(
     kind: LossKind,
     out: &Tensor,
     onehot: &Tensor,
     denom: usize,
-) -> Result<(f64, Tensor, Option<Tensor>)> {
-    let value = loss::per_example(kind, out, onehot)?
+) -> Result<(Tensor, f64, Tensor, Option<Tensor>)> {
+    let per_example = loss::per_example(kind, out, onehot)?;
+    let value = per_example
         .sum_all()?
         .to_dtype(DType::F64)?
         .to_scalar::<f64>()?
         / denom as f64;
     let inv = 1.0 / denom as f64;
-    Ok(match kind {
-        LossKind::Mse => (value, (out - onehot)?.affine(2.0 * inv, 0.0)?, None),
-        LossKind::MseHalf => (value, (out - onehot)?.affine(inv, 0.0)?, None),
+    let (delta, probs) = match kind {
+        LossKind::Mse => ((out - onehot)?.affine(2.0 * inv, 0.0)?, None),
+        LossKind::MseHalf => ((out - onehot)?.affine(inv, 0.0)?, None),
         LossKind::CrossEntropy => {
             // ∂/∂o −Σ_j t_j log softmax(o)_j = softmax(o) − t (one-hot rows sum to 1).
             let p = loss::log_softmax(out)?.exp()?;
-            (value, (&p - onehot)?.affine(inv, 0.0)?, Some(p))
+            ((&p - onehot)?.affine(inv, 0.0)?, Some(p))
         }
-    })
+    };
+    Ok((per_example, value, delta, probs))
 }
 
 /// Loss value and gradient (sorted-name parameter order) of one chunk, plus the cache for
-/// Hessian-vector products when `keep`.
+/// Hessian-vector products when `keep`, and the chunk's outputs.
 pub(crate) fn value_and_grad(
     layout: &MlpLayout,
     weights: &[(Tensor, Tensor)],
@@ -117,7 +128,7 @@ pub(crate) fn value_and_grad(
     kind: LossKind,
     denom: usize,
     keep: bool,
-) -> Result<(f64, Vec<Tensor>, Option<ChunkCache>)> {
+) -> Result<(f64, Vec<Tensor>, Option<ChunkCache>, ChunkOutputs)> {
     let n_layers = weights.len();
     let mut inputs = Vec::with_capacity(n_layers);
     let mut slope = Vec::with_capacity(n_layers - 1);
@@ -135,7 +146,7 @@ pub(crate) fn value_and_grad(
             h = next;
         }
     }
-    let (value, mut delta, probs) = loss_head(kind, &h, onehot, denom)?;
+    let (per_example, value, mut delta, probs) = loss_head(kind, &h, onehot, denom)?;
     let mut grads: Vec<Option<Tensor>> = vec![None; layout.n_params];
     let mut deltas = vec![None; n_layers];
     let mut curvature = vec![None; n_layers - 1];
@@ -169,7 +180,11 @@ pub(crate) fn value_and_grad(
         loss: kind,
         denom,
     });
-    Ok((value, grads, cache))
+    let outputs = ChunkOutputs {
+        logits: h,
+        per_example,
+    };
+    Ok((value, grads, cache, outputs))
 }
 
 /// This chunk's contribution to `H v` (sorted-name parameter order), `v` parameter-shaped.

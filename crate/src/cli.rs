@@ -2,7 +2,8 @@
 use crate::branch;
 use crate::checkpoint::{Checkpoint, parse_dtype};
 use crate::experiment::config::parse_device;
-use crate::experiment::{claims, eos, presets};
+use crate::experiment::presets::Preset;
+use crate::experiment::{claims, eos};
 use crate::hessian::{HessianOp, LanczosConfig};
 use crate::objective::Objective;
 use crate::{Error, Result};
@@ -99,18 +100,33 @@ impl DataChoice {
                 .unwrap_or("")
                 .to_ascii_lowercase();
             let name = p.to_string_lossy().to_ascii_lowercase();
-            data.source = if ext == "safetensors" {
+            let file_name = p
+                .file_name()
+                .map(|f| f.to_string_lossy().to_ascii_lowercase())
+                .unwrap_or_default();
+            // A directory can only be MNIST's IDX files; the loader lists what it finds there.
+            data.source = if p.is_dir() || file_name.contains("-idx3-ubyte") {
+                crate::experiment::DataSource::Mnist { path: p.clone() }
+            } else if ext == "safetensors" {
                 crate::experiment::DataSource::Safetensors { path: p.clone() }
             } else if ext == "csv" || name.ends_with(".csv.gz") {
                 crate::experiment::DataSource::Csv { path: p.clone() }
             } else {
                 return Err(Error::data(
                     p,
-                    "expected a .csv, .csv.gz or .safetensors file",
+                    "expected a .csv, .csv.gz or .safetensors file, a directory of MNIST IDX \
+                     files, or an MNIST images file (*-idx3-ubyte[.gz])",
                 ));
             };
             if self.classes.is_none() {
                 data.classes = None;
+            }
+            // A preset's image preparation belongs to its own data: other data is standardised
+            // per feature, kept at full size, and split 80/20 when it has no test split.
+            data.standardize = crate::experiment::Standardize::PerFeature;
+            data.reduce = crate::data::Reduce::default();
+            if data.test_fraction == 0.0 {
+                data.test_fraction = 0.2;
             }
         }
         if let Some(c) = &self.classes {
@@ -151,8 +167,12 @@ pub fn claim_with(name: &str, opts: &ClaimOptions) -> Result<()> {
     Ok(())
 }
 
-/// The presets `eoslab claim` and `eoslab train` know.
-pub const PRESETS: [&str; 2] = ["digits", crate::experiment::paper::NAME];
+/// The presets `eoslab claim` and `eoslab train` know (the first is the default).
+pub const PRESETS: [&str; 3] = [
+    crate::experiment::cifar_subset::NAME,
+    "digits",
+    crate::experiment::paper::NAME,
+];
 
 /// Everything `eoslab claim` takes besides the claim's name.
 #[derive(Clone, Debug, Default)]
@@ -181,7 +201,7 @@ pub struct ClaimOptions {
 
 impl ClaimOptions {
     fn preset(&self) -> Result<&str> {
-        let p = self.preset.as_deref().unwrap_or("digits");
+        let p = self.preset.as_deref().unwrap_or(PRESETS[0]);
         if !PRESETS.contains(&p) {
             return Err(Error::Config(format!(
                 "unknown preset {p:?} (available: {})",
@@ -198,12 +218,12 @@ impl ClaimOptions {
             if self.data.path.is_some() || self.data.classes.is_some() {
                 return Err(Error::Config(format!(
                     "preset {p} reads CIFAR-10 classes 1 vs 9 from --data-dir; --data and \
-                     --classes apply to the digits preset"
+                     --classes apply to the other presets"
                 )));
             }
         } else if self.data_dir.is_some() {
             return Err(Error::Config(
-                "--data-dir is for --preset paper-cifar10 (the digits preset takes --data)".into(),
+                "--data-dir is for --preset paper-cifar10 (the other presets take --data)".into(),
             ));
         }
         Ok(p)
@@ -266,20 +286,18 @@ pub fn run_claim(
 /// resumable: rerunning the same command continues an interrupted run (and a different
 /// configuration in that directory is an error).
 pub fn run_claim_with(name: &str, opts: &ClaimOptions) -> Result<crate::experiment::Verdict> {
-    use crate::experiment::paper;
     if !["eos", "tradeoff", "alignment", "saturation"].contains(&name) {
         return Err(Error::Config(format!(
             "unknown claim {name:?} (available: eos, tradeoff, alignment, saturation)"
         )));
     }
-    let preset = opts.preset()?;
+    opts.preset()?;
     // One spelling of the data directory, so that a rerun from elsewhere resumes the same run.
     let paper_dir = opts
         .data_dir
         .as_ref()
         .map(|d| std::fs::canonicalize(d).unwrap_or_else(|_| d.clone()));
-    let paper_dir = paper_dir.as_deref();
-    let is_paper = preset == paper::NAME;
+    let preset = Preset::named(opts.preset()?, paper_dir.as_deref())?;
     let out = opts.out.as_deref();
     let ro = opts.resume_options();
     let sub = |d: &str| out.map(|o| o.join(d));
@@ -287,14 +305,9 @@ pub fn run_claim_with(name: &str, opts: &ClaimOptions) -> Result<crate::experime
         let dir = sub(d);
         branch::run_with(cfg, dir.as_deref(), dir.as_ref().map(|_| &ro))
     };
-    let dir = || paper_dir.expect("checked by preset()");
     Ok(match name {
         "eos" => {
-            let mut cfg = if is_paper {
-                paper::eos(dir())
-            } else {
-                presets::digits_eos()
-            };
+            let mut cfg = preset.eos();
             if let Some(s) = opts.seeds {
                 cfg.seeds = (0..s as u64).collect();
             }
@@ -307,20 +320,12 @@ pub fn run_claim_with(name: &str, opts: &ClaimOptions) -> Result<crate::experime
             res.verdict()
         }
         "tradeoff" => {
-            let mut cfg = if is_paper {
-                paper::tradeoff(dir())
-            } else {
-                presets::digits_tradeoff()
-            };
+            let mut cfg = preset.tradeoff();
             opts.apply(&mut cfg)?;
             claims::tradeoff(&branch(&cfg, "tradeoff")?)
         }
         "alignment" => {
-            let (mut c, mut r) = if is_paper {
-                paper::alignment(dir())
-            } else {
-                presets::digits_alignment()
-            };
+            let (mut c, mut r) = preset.alignment();
             opts.apply(&mut c)?;
             opts.apply(&mut r)?;
             let rc = branch(&c, "coherent")?;
@@ -328,11 +333,7 @@ pub fn run_claim_with(name: &str, opts: &ClaimOptions) -> Result<crate::experime
             claims::alignment(&rc, &rr)
         }
         _ => {
-            let (mut ce, mut mse) = if is_paper {
-                paper::saturation(dir())
-            } else {
-                presets::digits_saturation()
-            };
+            let (mut ce, mut mse) = preset.saturation();
             opts.apply(&mut ce)?;
             opts.apply(&mut mse)?;
             let rce = branch(&ce, "ce")?;
@@ -384,8 +385,6 @@ pub fn peak_rss_mib() -> f64 {
 /// model and schedule, for `steps` steps on the chosen device; returns losses, λ_max records
 /// and timings as JSON.
 pub fn train(opts: &TrainOptions) -> Result<serde_json::Value> {
-    use crate::experiment::paper;
-    use crate::groups::GroupConfig;
     use crate::model::{InitSpec, Model};
     use crate::sharpness::SharpnessTracker;
     use crate::train::GradientDescent;
@@ -399,14 +398,7 @@ pub fn train(opts: &TrainOptions) -> Result<serde_json::Value> {
         ..ClaimOptions::default()
     };
     let preset = copts.preset()?.to_string();
-    let (mut run, groups) = if preset == paper::NAME {
-        (
-            paper::run(opts.data_dir.as_deref().expect("checked")),
-            GroupConfig::paper(paper::GROUP_PER_CLASS),
-        )
-    } else {
-        (presets::digits_run(), GroupConfig::paper(8))
-    };
+    let (mut run, groups) = Preset::named(&preset, opts.data_dir.as_deref())?.run_and_groups();
     copts.apply_run(&mut run)?;
     if let Some(lr) = opts.lr {
         run.lr = lr;
@@ -493,4 +485,26 @@ pub fn synthetic_cifar(
     seed: u64,
 ) -> Result<()> {
     crate::experiment::paper::write_synthetic_cifar(dir, train_per_class, test_per_class, seed)
+}
+
+/// Run `eoslab regime`: the regime map's cells ([`crate::experiment::regime::default_cells`])
+/// in shared resumable run directories under `out`; write `regime.parquet`/`.csv` and the
+/// figures there and return every cell's decisive numbers as JSON.
+pub fn regime(out: &Path) -> Result<serde_json::Value> {
+    use crate::experiment::regime;
+    let cells = regime::default_cells();
+    let results = regime::run(&cells, &out.join("runs"))?;
+    crate::metrics::write_frame(&mut regime::frame(&results)?, out, "regime")?;
+    for axis in ["group fraction", "n/d"] {
+        let stem = axis.replace([' ', '/'], "_");
+        regime::delta_figure(&results, axis)?.save(&out.join(format!("delta_{stem}.svg")))?;
+        regime::ratio_figure(&results, axis)?.save(&out.join(format!("ratio_{stem}.svg")))?;
+    }
+    println!("{}", regime::frame(&results)?);
+    Ok(serde_json::json!(
+        results
+            .iter()
+            .map(|r| serde_json::json!({ "cell": r.cell, "numbers": r.numbers() }))
+            .collect::<Vec<_>>()
+    ))
 }

@@ -73,6 +73,21 @@ pub enum InputOutlierMode {
     },
 }
 
+/// How output-outliers (label-flipped points) enter the training set. The authors' code has
+/// both: their earlier main runs keep the sources, their later code removes them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OutputOutlierMode {
+    /// The source points are relabelled in place (removed with their true label, the flipped
+    /// copies added back): n unchanged, and a flipped point can be memorised.
+    #[default]
+    Removed,
+    /// Flipped copies are added while the sources stay with their true label: n grows by the
+    /// group's size, and a flip can never be fitted (its input also appears with the other
+    /// label), so its gradient cannot vanish.
+    Duplicated,
+}
+
 /// Group construction parameters (paper defaults in [`GroupConfig::paper`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GroupConfig {
@@ -84,6 +99,9 @@ pub struct GroupConfig {
     pub displacement: f64,
     /// Coherent or random-direction input-outliers.
     pub input_outlier_mode: InputOutlierMode,
+    /// Output-outliers relabelled in place or added as flipped duplicates.
+    #[serde(default)]
+    pub output_outlier_mode: OutputOutlierMode,
     /// Which groups to build.
     pub kinds: Vec<GroupKind>,
     /// Inject into the training set (true) or hold the groups out, tracked only (false).
@@ -98,6 +116,7 @@ impl GroupConfig {
             knn: 32,
             displacement: 3.0,
             input_outlier_mode: InputOutlierMode::Coherent,
+            output_outlier_mode: OutputOutlierMode::Removed,
             kinds: vec![
                 GroupKind::Inlier,
                 GroupKind::Boundary,
@@ -121,7 +140,8 @@ pub struct Grouped {
     pub train: Dataset,
     /// Held-out group examples (tracking-only mode), with group ids; empty when injected.
     pub held_out: Dataset,
-    /// For each example of `train` (then `held_out`), the index of its source row in the input.
+    /// For each example of `train` (then `held_out`), the index of its source row in the input
+    /// (a duplicated output-outlier points at the real example it copies).
     pub source: Vec<usize>,
 }
 
@@ -257,23 +277,38 @@ pub fn build(ds: &Dataset, cfg: &GroupConfig) -> Result<Grouped> {
             }
         }
     }
-    // Centroids without the points about to be modified.
+    let duplicate = cfg.output_outlier_mode == OutputOutlierMode::Duplicated;
+    // Centroids without the points about to be modified (duplicated sources stay as they are).
     let modified: Vec<bool> = kind_of
         .iter()
-        .map(|k| {
-            matches!(
-                k,
-                Some(
-                    GroupKind::OutputOutlier
-                        | GroupKind::InputOutlier
-                        | GroupKind::InputOutlierRandom
-                )
-            )
+        .map(|k| match k {
+            Some(GroupKind::OutputOutlier) => !duplicate,
+            Some(GroupKind::InputOutlier | GroupKind::InputOutlierRandom) => true,
+            _ => false,
         })
         .collect();
     let c = centroids(ds, &modified);
     let other = nearest_other(&c);
     let mut out = ds.clone();
+    let mut rows: Vec<usize> = (0..ds.n()).collect();
+    if duplicate {
+        // The flipped copies go at the end; their sources become ordinary examples again.
+        let sources: Vec<usize> = (0..ds.n())
+            .filter(|&i| kind_of[i] == Some(GroupKind::OutputOutlier))
+            .collect();
+        out = out.select(
+            &rows
+                .iter()
+                .copied()
+                .chain(sources.iter().copied())
+                .collect::<Vec<_>>(),
+        );
+        for &i in &sources {
+            kind_of[i] = None;
+        }
+        kind_of.extend(sources.iter().map(|_| Some(GroupKind::OutputOutlier)));
+        rows.extend(&sources);
+    }
     let mut rng = match cfg.input_outlier_mode {
         InputOutlierMode::RandomDirection { seed } => Rng::stream(seed, "input-outlier-direction"),
         InputOutlierMode::Coherent => Rng::new(0),
@@ -281,7 +316,7 @@ pub fn build(ds: &Dataset, cfg: &GroupConfig) -> Result<Grouped> {
     for (i, kind) in kind_of.iter().enumerate() {
         let Some(kind) = *kind else { continue };
         out.group[i] = kind.id();
-        let own = ds.y[i] as usize;
+        let own = out.y[i] as usize;
         let diff: Vec<f64> = c[own]
             .iter()
             .zip(&c[other[own]])
@@ -313,7 +348,6 @@ pub fn build(ds: &Dataset, cfg: &GroupConfig) -> Result<Grouped> {
             *gid = GroupKind::InputOutlierRandom.id();
         }
     }
-    let rows: Vec<usize> = (0..ds.n()).collect();
     if cfg.inject {
         return Ok(Grouped {
             held_out: out.select(&[]),
@@ -321,17 +355,9 @@ pub fn build(ds: &Dataset, cfg: &GroupConfig) -> Result<Grouped> {
             source: rows,
         });
     }
-    let keep: Vec<usize> = rows
-        .iter()
-        .copied()
-        .filter(|&i| out.group[i] == ORDINARY)
-        .collect();
-    let held: Vec<usize> = rows
-        .iter()
-        .copied()
-        .filter(|&i| out.group[i] != ORDINARY)
-        .collect();
-    let source = keep.iter().chain(&held).copied().collect();
+    let keep: Vec<usize> = (0..out.n()).filter(|&i| out.group[i] == ORDINARY).collect();
+    let held: Vec<usize> = (0..out.n()).filter(|&i| out.group[i] != ORDINARY).collect();
+    let source = keep.iter().chain(&held).map(|&i| rows[i]).collect();
     Ok(Grouped {
         train: out.select(&keep),
         held_out: out.select(&held),

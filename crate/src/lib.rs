@@ -17,6 +17,7 @@ pub mod model;
 pub mod monitor;
 pub mod objective;
 pub mod ops;
+pub mod parallel;
 pub mod plot;
 pub mod report;
 pub mod resume;

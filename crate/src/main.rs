@@ -49,9 +49,11 @@ enum Command {
     Claim {
         /// Which claim: eos, tradeoff, alignment or saturation.
         name: String,
-        /// `digits` (the shipped data, CPU scale) or `paper-cifar10` (CIFAR-10 1 vs 9, MLP
-        /// 3072-512-512-2, η = 0.01: for a GPU; needs --data-dir).
-        #[arg(long, default_value = "digits")]
+        /// `cifar10-subset` (the shipped CIFAR-10 1 vs 9 subset at CPU scale: what the
+        /// notebooks run), `digits` (the shipped UCI digits: seconds, for tests) or
+        /// `paper-cifar10` (all of CIFAR-10 1 vs 9, MLP 3072-512-512-2, η = 0.01: for a GPU;
+        /// needs --data-dir).
+        #[arg(long, default_value = "cifar10-subset")]
         preset: String,
         /// Directory with CIFAR-10's binary batches (data_batch_1.bin … test_batch.bin).
         #[arg(long)]
@@ -62,8 +64,9 @@ enum Command {
         /// Output directory for the run record (and its checkpoints).
         #[arg(long)]
         out: Option<PathBuf>,
-        /// Your data instead of the shipped digits: a CSV (label in the last column) or a
-        /// safetensors file (`x` [n, d], `y` [n]).
+        /// Your data instead of the shipped digits: a CSV (label in the last column), a
+        /// safetensors file (`x` [n, d], `y` [n]), or MNIST IDX files (their directory, or the
+        /// `*-images-idx3-ubyte[.gz]` file with its labels file beside it).
         #[arg(long)]
         data: Option<PathBuf>,
         /// Classes to keep, e.g. `3,8` (relabelled 0..k in this order).
@@ -84,12 +87,16 @@ enum Command {
         /// Checkpoint every this many steps (with --out).
         #[arg(long, default_value_t = 512)]
         checkpoint_every: usize,
+        /// Seeds run side by side, one core each (default: EOSLAB_JOBS or 1); results do not
+        /// depend on it.
+        #[arg(long)]
+        jobs: Option<usize>,
     },
     /// Train a preset's baseline for some steps; print per-step losses, λ_max and timings as
     /// JSON (to measure costs, or compare devices and dtypes).
     Train {
-        /// `digits` or `paper-cifar10`.
-        #[arg(long, default_value = "digits")]
+        /// `cifar10-subset`, `digits` or `paper-cifar10`.
+        #[arg(long, default_value = "cifar10-subset")]
         preset: String,
         /// Directory with CIFAR-10's binary batches (for paper-cifar10).
         #[arg(long)]
@@ -118,6 +125,18 @@ enum Command {
         /// Also write the JSON to this file.
         #[arg(long)]
         json: Option<PathBuf>,
+    },
+    /// The regime map: how the decisive numbers of the alignment and saturation claims move
+    /// with the group fraction, n/d and the output-outlier construction (the runs of notebook
+    /// 04; resumable, see `claim`). Prints the table and writes it, the figures and every run
+    /// under --out.
+    Regime {
+        /// Output directory (tables, figures, and the runs under `runs/`).
+        #[arg(long)]
+        out: PathBuf,
+        /// Seeds (of all cells) run side by side, one core each (default: EOSLAB_JOBS or 1).
+        #[arg(long)]
+        jobs: Option<usize>,
     },
     /// Write a synthetic data set in CIFAR-10's binary format (for trying the paper preset
     /// without CIFAR-10).
@@ -151,6 +170,14 @@ fn main() -> ExitCode {
     }
 }
 
+/// `--jobs` overrides `EOSLAB_JOBS` for this process (read by `eoslab::parallel::default_jobs`).
+fn set_jobs(jobs: Option<usize>) {
+    if let Some(j) = jobs {
+        // SAFETY: called before any thread is started.
+        unsafe { std::env::set_var("EOSLAB_JOBS", j.max(1).to_string()) };
+    }
+}
+
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Sharpness {
@@ -180,24 +207,28 @@ fn run(cli: Cli) -> Result<()> {
             steps,
             step_budget,
             checkpoint_every,
-        } => eoslab::cli::claim_with(
-            &name,
-            &eoslab::cli::ClaimOptions {
-                preset: Some(preset),
-                data_dir,
-                seeds,
-                out,
-                data: eoslab::cli::DataChoice {
-                    path: data,
-                    classes,
+            jobs,
+        } => {
+            set_jobs(jobs);
+            eoslab::cli::claim_with(
+                &name,
+                &eoslab::cli::ClaimOptions {
+                    preset: Some(preset),
+                    data_dir,
+                    seeds,
+                    out,
+                    data: eoslab::cli::DataChoice {
+                        path: data,
+                        classes,
+                    },
+                    device,
+                    dtype,
+                    steps,
+                    step_budget,
+                    checkpoint_every: Some(checkpoint_every),
                 },
-                device,
-                dtype,
-                steps,
-                step_budget,
-                checkpoint_every: Some(checkpoint_every),
-            },
-        ),
+            )
+        }
         Command::Train {
             preset,
             data_dir,
@@ -225,6 +256,14 @@ fn run(cli: Cli) -> Result<()> {
             if let Some(p) = json {
                 eoslab::data::atomic::write_atomic(&p, text.as_bytes())?;
             }
+            println!("{text}");
+            Ok(())
+        }
+        Command::Regime { out, jobs } => {
+            set_jobs(jobs);
+            let report = eoslab::cli::regime(&out)?;
+            let text = serde_json::to_string_pretty(&report).expect("json");
+            eoslab::data::atomic::write_atomic(&out.join("regime.json"), text.as_bytes())?;
             println!("{text}");
             Ok(())
         }

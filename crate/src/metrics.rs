@@ -57,6 +57,23 @@ impl RunLog {
             .collect()
     }
 
+    /// Like [`RunLog::series`], as `(step, t_eff, value)`.
+    pub fn series_steps(
+        &self,
+        branch: &str,
+        seed: u64,
+        group: &str,
+        metric: &str,
+    ) -> Vec<(usize, f64, f64)> {
+        self.rows
+            .iter()
+            .filter(|r| {
+                r.seed == seed && r.branch == branch && r.group == group && r.metric == metric
+            })
+            .map(|r| (r.step, r.t_eff, r.value))
+            .collect()
+    }
+
     /// The value of a series at the measurement nearest effective time `t` (NaN if none).
     pub fn value_near(&self, branch: &str, seed: u64, group: &str, metric: &str, t: f64) -> f64 {
         self.series(branch, seed, group, metric)

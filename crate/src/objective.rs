@@ -36,6 +36,26 @@ pub struct Objective {
     derivatives: Derivatives,
 }
 
+/// Per-example results of a full-batch pass: what the step already computed, kept so that
+/// group losses and accuracies at every step cost a segmented sum and no extra pass.
+#[derive(Clone, Debug)]
+pub struct Examples {
+    /// Per-example losses `[n]`, in the objective's example order (the model's dtype).
+    pub loss: Tensor,
+    /// Per-example correctness `[n]` (`u8`: 1 when the largest output is the true class).
+    pub correct: Tensor,
+}
+
+impl Examples {
+    /// Both on the host as `f64` (correctness as 0 or 1).
+    pub fn to_host(&self) -> Result<(Vec<f64>, Vec<f64>)> {
+        Ok((
+            self.loss.to_dtype(DType::F64)?.to_vec1()?,
+            self.correct.to_dtype(DType::F64)?.to_vec1()?,
+        ))
+    }
+}
+
 /// Gradient of the objective with what Hessian-vector products need kept (the autodiff graph,
 /// or the cached forward and backward quantities of an MLP), at fixed parameters.
 pub struct GradGraph {
@@ -202,9 +222,23 @@ impl Objective {
 
     /// Value and gradient (one tensor per parameter, sorted-name order, detached).
     pub fn value_and_grad(&self, model: &Model) -> Result<(f64, Vec<Tensor>)> {
+        let (value, grad, _) = self.pass(model, false)?;
+        Ok((value, grad))
+    }
+
+    /// Value, gradient and the per-example losses and correctness of the same pass.
+    pub fn value_grad_examples(&self, model: &Model) -> Result<(f64, Vec<Tensor>, Examples)> {
+        let (value, grad, ex) = self.pass(model, true)?;
+        Ok((value, grad, ex.expect("examples were asked for")))
+    }
+
+    /// One full-batch value-and-gradient pass, keeping per-example results when `examples`.
+    fn pass(&self, model: &Model, examples: bool) -> Result<(f64, Vec<Tensor>, Option<Examples>)> {
+        let mut per = examples.then(PerChunk::default);
         if let Some(layout) = self.analytic(model) {
-            let (value, grad, _) = self.mlp_pass(&layout, &layout.weights(model), false)?;
-            return Ok((value, grad));
+            let (value, grad, _) =
+                self.mlp_pass(&layout, &layout.weights(model), false, per.as_mut())?;
+            return Ok((value, grad, per.map(PerChunk::finish).transpose()?));
         }
         ensure_second_order()?;
         let n = self.n();
@@ -212,7 +246,16 @@ impl Objective {
         let mut grad: Vec<Option<Tensor>> = vec![None; model.params().len()];
         for (s, len) in self.chunks() {
             let out = model.forward(&self.x.narrow(0, s, len)?)?;
-            let l = loss::sum_over(self.loss, &out, &self.onehot.narrow(0, s, len)?, n)?;
+            let onehot = self.onehot.narrow(0, s, len)?;
+            if let Some(p) = per.as_mut() {
+                let o = out.detach();
+                p.push(
+                    loss::per_example(self.loss, &o, &onehot)?,
+                    &o,
+                    &self.y.narrow(0, s, len)?,
+                )?;
+            }
+            let l = loss::sum_over(self.loss, &out, &onehot, n)?;
             value += l.to_dtype(DType::F64)?.to_scalar::<f64>()?;
             let gs = l.backward()?;
             for (acc, (_, var)) in grad.iter_mut().zip(model.params()) {
@@ -230,7 +273,7 @@ impl Objective {
             .zip(model.params())
             .map(|(g, (_, v))| g.map(Ok).unwrap_or_else(|| v.as_tensor().zeros_like()))
             .collect::<candle_core::Result<Vec<_>>>()?;
-        Ok((value, grad))
+        Ok((value, grad, per.map(PerChunk::finish).transpose()?))
     }
 
     /// The gradient with its graph, for Hessian-vector products at the model's current
@@ -239,7 +282,7 @@ impl Objective {
     pub fn grad_graph(&self, model: &Model) -> Result<GradGraph> {
         if let Some(layout) = self.analytic(model) {
             let weights = layout.weights(model);
-            let (value, gradient, caches) = self.mlp_pass(&layout, &weights, true)?;
+            let (value, gradient, caches) = self.mlp_pass(&layout, &weights, true, None)?;
             return Ok(GradGraph {
                 inner: Graph::Mlp {
                     layout,
@@ -286,12 +329,13 @@ impl Objective {
         layout: &MlpLayout,
         weights: &[(Tensor, Tensor)],
         keep: bool,
+        mut per: Option<&mut PerChunk>,
     ) -> Result<(f64, Vec<Tensor>, Vec<ChunkCache>)> {
         let mut value = 0.0;
         let mut gradient: Option<Vec<Tensor>> = None;
         let mut caches = Vec::new();
         for (s, len) in self.chunks() {
-            let (v, g, cache) = analytic::value_and_grad(
+            let (v, g, cache, out) = analytic::value_and_grad(
                 layout,
                 weights,
                 &self.x.narrow(0, s, len)?,
@@ -300,11 +344,35 @@ impl Objective {
                 self.n(),
                 keep,
             )?;
+            if let Some(p) = per.as_deref_mut() {
+                p.push(out.per_example, &out.logits, &self.y.narrow(0, s, len)?)?;
+            }
             value += v;
             gradient = Some(sum_into(gradient, g)?);
             caches.extend(cache);
         }
         Ok((value, gradient.expect("at least one chunk"), caches))
+    }
+}
+
+/// Per-example results gathered chunk by chunk.
+#[derive(Default)]
+struct PerChunk {
+    loss: Vec<Tensor>,
+    correct: Vec<Tensor>,
+}
+
+impl PerChunk {
+    fn push(&mut self, loss: Tensor, logits: &Tensor, y: &Tensor) -> Result<()> {
+        self.loss.push(loss);
+        self.correct.push(logits.argmax(1)?.eq(y)?);
+        Ok(())
+    }
+    fn finish(self) -> Result<Examples> {
+        Ok(Examples {
+            loss: Tensor::cat(&self.loss, 0)?,
+            correct: Tensor::cat(&self.correct, 0)?,
+        })
     }
 }
 

@@ -91,6 +91,8 @@ pub struct LinePlot {
     pub y_range: Option<(f64, f64)>,
     /// Size in pixels (default 720 x 400).
     pub size: Option<(u32, u32)>,
+    /// Draw a dot at every point (for curves of a few points).
+    pub markers: bool,
 }
 
 /// Keep at most `max` points, evenly spaced, always including the last (long runs stay light).
@@ -154,6 +156,11 @@ impl LinePlot {
     /// Use a log-scale y axis.
     pub fn log_y(mut self) -> Self {
         self.log_y = true;
+        self
+    }
+    /// Mark every point with a dot.
+    pub fn markers(mut self) -> Self {
+        self.markers = true;
         self
     }
 
@@ -311,6 +318,9 @@ impl LinePlot {
                 anno.label(label.clone()).legend(move |(x, y)| {
                     PathElement::new(vec![(x, y), (x + 16, y)], col.stroke_width(2))
                 });
+            }
+            if self.markers {
+                chart.draw_series(pts.iter().map(|&p| Circle::new(p, 4, col.filled())))?;
             }
         }
         chart

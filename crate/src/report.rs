@@ -5,45 +5,115 @@ use crate::branch::{BranchResult, GroupEffect};
 use crate::plot::{Figure, LinePlot};
 use polars::prelude::*;
 
-/// Per-group effects as a table (one row per group).
-pub fn effects_frame(effects: &[GroupEffect]) -> Result<DataFrame> {
-    let reading = |e: &GroupEffect| {
-        if e.median < 0.0 && e.frac_negative >= 0.8 {
-            "EoS helps"
-        } else if e.median > 0.0 && e.frac_positive >= 0.8 {
-            "EoS hurts"
-        } else {
-            "mixed"
-        }
+/// Where the notebooks keep their runs: `$EOSLAB_RUNS` (the notebook driver points it at a
+/// fresh directory per invocation, so notebooks share runs of identical configuration within
+/// one `make test` or `make reports` and never reuse results of older code), else `../runs`
+/// relative to the notebooks.
+pub fn runs_root() -> std::path::PathBuf {
+    std::env::var_os("EOSLAB_RUNS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from("../runs"))
+}
+
+/// Per-group effects as a table (one row per group): the per-seed window statistic (median,
+/// quartiles, sign fractions, reading), the band statistic beside it and whether its sign
+/// agrees, and the median of Δℓ_k − Δℓ_train (gain relative to the average example).
+pub fn effects_frame(r: &BranchResult) -> Result<DataFrame> {
+    let effects = r.effects();
+    let band = r.band_effects();
+    let rel = r.relative_effects();
+    let rel_of = |g: &str| {
+        rel.iter()
+            .find(|e| e.group == g)
+            .map(|e| e.median)
+            .unwrap_or(0.0)
     };
+    let col = |name: &str, v: Vec<f64>| Column::new(name.into(), v);
     Ok(DataFrame::new_infer_height(vec![
         Column::new(
             "group".into(),
             effects.iter().map(|e| e.group.as_str()).collect::<Vec<_>>(),
         ),
-        Column::new(
-            "median_delta_loss".into(),
-            effects.iter().map(|e| e.median).collect::<Vec<_>>(),
+        col(
+            "median_delta_loss",
+            effects.iter().map(|e| e.median).collect(),
         ),
-        Column::new(
-            "q25".into(),
-            effects.iter().map(|e| e.q25).collect::<Vec<_>>(),
+        col("q25", effects.iter().map(|e| e.q25).collect()),
+        col("q75", effects.iter().map(|e| e.q75).collect()),
+        col(
+            "frac_seeds_negative",
+            effects.iter().map(|e| e.frac_negative).collect(),
         ),
-        Column::new(
-            "q75".into(),
-            effects.iter().map(|e| e.q75).collect::<Vec<_>>(),
-        ),
-        Column::new(
-            "frac_seeds_negative".into(),
-            effects.iter().map(|e| e.frac_negative).collect::<Vec<_>>(),
-        ),
-        Column::new(
-            "frac_seeds_positive".into(),
-            effects.iter().map(|e| e.frac_positive).collect::<Vec<_>>(),
+        col(
+            "frac_seeds_positive",
+            effects.iter().map(|e| e.frac_positive).collect(),
         ),
         Column::new(
             "reading".into(),
-            effects.iter().map(reading).collect::<Vec<_>>(),
+            effects.iter().map(|e| e.reading()).collect::<Vec<_>>(),
+        ),
+        col("band_mean", band.iter().map(|b| b.mean_of_median).collect()),
+        Column::new(
+            "band_sign_agrees".into(),
+            effects
+                .iter()
+                .zip(&band)
+                .map(|(e, b)| e.median.signum() == b.mean_of_median.signum())
+                .collect::<Vec<_>>(),
+        ),
+        col(
+            "median_delta_minus_train",
+            effects.iter().map(|e| rel_of(&e.group)).collect(),
+        ),
+    ])?)
+}
+
+/// How much each group's Δℓ moves between two measurements of the same runs (every-step
+/// averages `a` and sparse sampling `b`, say): their medians across seeds and the difference.
+pub fn measurement_frame(a: &BranchResult, b: &BranchResult) -> Result<DataFrame> {
+    let (ea, eb) = (a.effects(), b.effects());
+    let groups: Vec<&str> = ea.iter().map(|e| e.group.as_str()).collect();
+    let of = |es: &[GroupEffect], g: &str, f: fn(&GroupEffect) -> f64| {
+        es.iter().find(|e| e.group == g).map(f).unwrap_or(f64::NAN)
+    };
+    let name = |r: &BranchResult| format!("{:?}", r.config.measurement).to_lowercase();
+    let (na, nb) = (name(a), name(b));
+    Ok(DataFrame::new_infer_height(vec![
+        Column::new("group".into(), groups.clone()),
+        Column::new(
+            format!("median_{na}").into(),
+            groups
+                .iter()
+                .map(|g| of(&ea, g, |e| e.median))
+                .collect::<Vec<_>>(),
+        ),
+        Column::new(
+            format!("median_{nb}").into(),
+            groups
+                .iter()
+                .map(|g| of(&eb, g, |e| e.median))
+                .collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "difference".into(),
+            groups
+                .iter()
+                .map(|g| of(&eb, g, |e| e.median) - of(&ea, g, |e| e.median))
+                .collect::<Vec<_>>(),
+        ),
+        Column::new(
+            format!("frac_negative_{na}").into(),
+            groups
+                .iter()
+                .map(|g| of(&ea, g, |e| e.frac_negative))
+                .collect::<Vec<_>>(),
+        ),
+        Column::new(
+            format!("frac_negative_{nb}").into(),
+            groups
+                .iter()
+                .map(|g| of(&eb, g, |e| e.frac_negative))
+                .collect::<Vec<_>>(),
         ),
     ])?)
 }
@@ -111,12 +181,13 @@ pub fn sharpness_figure(r: &BranchResult, i: usize) -> Result<Figure> {
         .render()
 }
 
-/// Per-group loss on both branches (EoS solid, stable dashed), log scale, seed index `i`.
+/// Per-group loss at every step on both branches (EoS solid, stable dashed), log scale, seed
+/// index `i`: the catapult spikes and period-2 oscillations of the EoS branch are visible.
 pub fn group_loss_figure(r: &BranchResult, i: usize) -> Result<Figure> {
     let s = &r.seeds[i];
     let mut p = LinePlot::new(
         format!(
-            "Group losses: EoS (solid) vs stable (dashed), seed {}",
+            "Group losses at every step: EoS (solid) vs stable (dashed), seed {}",
             s.seed
         ),
         "effective time Σ η",
@@ -124,22 +195,51 @@ pub fn group_loss_figure(r: &BranchResult, i: usize) -> Result<Figure> {
     )
     .log_y()
     .window(s.window.0, s.window.1, "window");
-    for (c, g) in r.paper_groups().iter().enumerate() {
-        p = p.line(g.clone(), s.log.series("eos", s.seed, g, "loss"), c, false);
-        p = p.line("", s.log.series("stable", s.seed, g, "loss"), c, true);
+    let mut groups = r.paper_groups();
+    groups.push("train".into());
+    for (c, g) in groups.iter().enumerate() {
+        p = p.line(
+            g.clone(),
+            s.log.series("eos", s.seed, g, "step_loss"),
+            c,
+            false,
+        );
+        p = p.line("", s.log.series("stable", s.seed, g, "step_loss"), c, true);
     }
     p.render()
 }
 
 /// Δℓ_k = ℓ_EoS − ℓ_stable: median across seeds with IQR bands, against t_eff − t*.
 pub fn delta_figure(r: &BranchResult) -> Result<Figure> {
-    let mut p = LinePlot::new(
+    band_figure(
+        r,
         "Δℓ = ℓ_EoS − ℓ_stable (median, IQR over seeds): below 0 EoS helps, above 0 EoS hurts",
-        "t_eff − t*",
         "Δ group loss",
-    );
+        |r, g| r.delta_band(g),
+    )
+}
+
+/// Δℓ_k − Δℓ_train: who gains relative to the average training example (median, IQR).
+pub fn relative_figure(r: &BranchResult) -> Result<Figure> {
+    band_figure(
+        r,
+        "Δℓ_k − Δℓ_train (median, IQR over seeds): below 0 the group gains more than average",
+        "Δ group loss − Δ training loss",
+        |r, g| r.relative_band(g),
+    )
+}
+
+type Band = Vec<(f64, f64, f64, f64)>;
+
+fn band_figure(
+    r: &BranchResult,
+    title: &str,
+    y: &str,
+    band_of: impl Fn(&BranchResult, &str) -> Band,
+) -> Result<Figure> {
+    let mut p = LinePlot::new(title, "t_eff − t*", y);
     for (c, g) in r.paper_groups().iter().enumerate() {
-        let band = r.delta_band(g);
+        let band = band_of(r, g);
         p = p.band(band.iter().map(|&(t, _, lo, hi)| (t, lo, hi)).collect(), c);
         p = p.line(
             g.clone(),
@@ -227,6 +327,7 @@ pub fn branch_figures(r: &BranchResult, i: usize) -> Result<Vec<(&'static str, F
         ("sharpness", sharpness_figure(r, i)?),
         ("group_loss", group_loss_figure(r, i)?),
         ("delta_loss", delta_figure(r)?),
+        ("delta_vs_train", relative_figure(r)?),
         ("projection", projection_figure(r, i)?),
     ])
 }

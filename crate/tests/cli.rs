@@ -153,3 +153,49 @@ fn claim_data_choice_selects_source_and_classes() {
         .to_string();
     assert!(e.contains("tradeoff"), "{e}");
 }
+
+#[test]
+fn claim_data_choice_reads_mnist_directories_and_names_a_truncated_file() {
+    use eoslab::cli::DataChoice;
+    use eoslab::experiment::{DataSource, presets};
+    let dir = tempfile::tempdir().unwrap();
+    // 20 images of 2 x 2 pixels, labels alternating 3 and 8, as raw IDX files.
+    let mut images = vec![0, 0, 8, 3, 0, 0, 0, 20, 0, 0, 0, 2, 0, 0, 0, 2];
+    images.extend((0..80).map(|k| (k * 3) as u8));
+    let mut labels = vec![0, 0, 8, 1, 0, 0, 0, 20];
+    labels.extend((0..20).map(|i| if i % 2 == 0 { 3 } else { 8 }));
+    let img = dir.path().join("train-images-idx3-ubyte");
+    std::fs::write(&img, &images).unwrap();
+    std::fs::write(dir.path().join("train-labels-idx1-ubyte"), &labels).unwrap();
+
+    for path in [dir.path().to_path_buf(), img.clone()] {
+        let mut d = presets::digits_data();
+        DataChoice {
+            path: Some(path),
+            classes: Some(vec![3, 8]),
+        }
+        .apply(&mut d)
+        .unwrap();
+        assert!(matches!(d.source, DataSource::Mnist { .. }));
+        let (train, test) = d.load().unwrap();
+        // test_fraction 0.2 of 10 per class.
+        assert_eq!((train.n(), test.n()), (16, 4));
+        assert_eq!((train.d, train.n_classes), (4, 2));
+    }
+
+    std::fs::write(&img, &images[..50]).unwrap();
+    let mut d = presets::digits_data();
+    DataChoice {
+        path: Some(dir.path().to_path_buf()),
+        classes: None,
+    }
+    .apply(&mut d)
+    .unwrap();
+    let e = d.load().unwrap_err().to_string();
+    assert!(
+        e.contains("train-images-idx3-ubyte")
+            && e.contains("truncated: header says 20 x 2 x 2 images (80 bytes")
+            && e.contains("file has 34"),
+        "{e}"
+    );
+}

@@ -189,3 +189,58 @@ fn k_classes_use_nearest_other_class() {
     let err = groups::build(&ds, &too_many).unwrap_err().to_string();
     assert!(err.contains("need"), "{err}");
 }
+
+#[test]
+fn duplicated_output_outliers_keep_their_sources() {
+    use eoslab::groups::OutputOutlierMode;
+    let ds = blobs(2, 200, 5, 1);
+    let mut cfg = GroupConfig::paper(10);
+    let removed = groups::build(&ds, &cfg).unwrap();
+    cfg.output_outlier_mode = OutputOutlierMode::Duplicated;
+    let dup = groups::build(&ds, &cfg).unwrap();
+    let t = &dup.train;
+    // 10 flipped copies per class are added: n grows by 20, every group keeps 20 members.
+    assert_eq!(t.n(), ds.n() + 20);
+    assert_eq!(dup.source.len(), t.n());
+    for kind in [
+        GroupKind::Inlier,
+        GroupKind::Boundary,
+        GroupKind::InputOutlier,
+    ] {
+        assert_eq!(groups::members(t, kind).len(), 20, "{kind:?}");
+    }
+    let oo = groups::members(t, GroupKind::OutputOutlier);
+    assert_eq!(
+        oo,
+        (ds.n()..ds.n() + 20).collect::<Vec<_>>(),
+        "copies at the end"
+    );
+    // The same source points as the removed mode's output-outliers.
+    let mut src: Vec<usize> = oo.iter().map(|&i| dup.source[i]).collect();
+    src.sort_unstable();
+    assert_eq!(
+        src,
+        groups::members(&removed.train, GroupKind::OutputOutlier)
+    );
+    for &i in &oo {
+        let s = dup.source[i];
+        // The copy: same input, the other label. The source: still in the training set,
+        // ordinary, with its true label.
+        assert_eq!(t.row(i), ds.row(s));
+        assert_ne!(t.y[i], ds.y[s]);
+        assert_eq!(
+            (t.y[s], t.group[s], t.row(s)),
+            (ds.y[s], ORDINARY, ds.row(s))
+        );
+    }
+    // The other groups are chosen from the same ranking in both modes.
+    assert_eq!(
+        groups::members(t, GroupKind::Inlier),
+        groups::members(&removed.train, GroupKind::Inlier)
+    );
+    // Tracking-only: the copies are held out, the sources train.
+    cfg.inject = false;
+    let held = groups::build(&ds, &cfg).unwrap();
+    assert_eq!(held.train.n(), ds.n() - 60);
+    assert_eq!(held.held_out.n(), 80);
+}

@@ -119,7 +119,9 @@ fn interrupted_run_resumes_to_identical_results() {
     cfg.run.lr = 0.05; // 2/η = 40: λ_max (26 at init) crosses it at step 6
     cfg.run.burn_in = 0;
     cfg.run.steps = 60;
-    cfg.run.sharpness.every = eoslab::train::Every::new(3);
+    // Measured pairs of steps and t** located between measurements, as the CPU presets do.
+    cfg.run.sharpness.every = eoslab::train::Every::pairs(3);
+    cfg.t2_checks = 2;
     cfg.run.sharpness.lanczos.max_iter = 20;
     cfg.horizon = 0.6; // 12 EoS steps, 120 stable steps
     cfg.seeds = vec![0, 1];
@@ -151,6 +153,31 @@ fn interrupted_run_resumes_to_identical_results() {
     // A completed directory reruns from its stored results alone.
     let c = branch::run_with(&cfg, Some(&b_dir), Some(&opts(Some(0)))).unwrap();
     assert_same(&a, &c);
+
+    // Seeds side by side on two workers (and resumed there): the same bits.
+    let p_dir = tmp.path().join("p");
+    let job = |budget| branch::Job {
+        cfg: &cfg,
+        dir: Some(&p_dir),
+        resume: Some(budget),
+    };
+    let (stop, full) = (opts(Some(30)), opts(None));
+    assert!(matches!(
+        branch::run_many(&[job(&stop)], 2),
+        Err(eoslab::Error::Interrupted(_))
+    ));
+    let p = branch::run_many(&[job(&full)], 2).unwrap().remove(0);
+    assert_same(&a, &p);
+    // Every step of both branches has its group losses; the window's statistics are finite.
+    let s0 = &a.seeds[0];
+    let eos_steps = s0.log.series("eos", 0, "inlier", "step_loss").len();
+    assert_eq!(eos_steps, 12);
+    assert_eq!(s0.log.series("stable", 0, "train", "step_loss").len(), 120);
+    assert!(
+        a.band_effects()
+            .iter()
+            .all(|b| b.mean_of_median.is_finite())
+    );
 
     // Another configuration in that directory is refused, naming the difference.
     let mut other = cfg.clone();

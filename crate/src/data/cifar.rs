@@ -79,6 +79,39 @@ pub fn load_dir_classes(dir: &Path, classes: &[u32]) -> Result<(Dataset, Dataset
     ))
 }
 
+/// The shipped subset of CIFAR-10 classes 1 (automobile) and 9 (truck), compiled into the
+/// crate (`data/cifar10-1v9-subset/`, provenance in `data/README.md`): the same binary batches,
+/// read by the same parser as [`load_dir`]. (train: 1,025 images, test: 203), labels 1 and 9
+/// as in CIFAR-10 (`n_classes` 10; remap with `select_classes`).
+pub fn load_shipped_subset() -> Result<(Dataset, Dataset)> {
+    macro_rules! batch {
+        ($f:literal) => {
+            (
+                $f,
+                include_bytes!(concat!("../../../data/cifar10-1v9-subset/", $f)).as_slice(),
+            )
+        };
+    }
+    let files: [(&str, &[u8]); 6] = [
+        batch!("data_batch_1.bin"),
+        batch!("data_batch_2.bin"),
+        batch!("data_batch_3.bin"),
+        batch!("data_batch_4.bin"),
+        batch!("data_batch_5.bin"),
+        batch!("test_batch.bin"),
+    ];
+    let (mut train, mut test) = (Parts::default(), Parts::default());
+    for (i, (name, bytes)) in files.iter().enumerate() {
+        let path = Path::new("data/cifar10-1v9-subset (embedded in eoslab)").join(name);
+        let parts = if i < 5 { &mut train } else { &mut test };
+        parse_into(&path, bytes, &[true; 10], parts)?;
+    }
+    Ok((
+        train.into_dataset("cifar10-1v9-subset-train")?,
+        test.into_dataset("cifar10-1v9-subset-test")?,
+    ))
+}
+
 /// Load one batch file (any of the six) as a dataset named after the file.
 pub fn load_batch(path: &Path) -> Result<Dataset> {
     let mut parts = Parts::default();
@@ -149,6 +182,11 @@ fn read_into(path: &Path, keep: &[bool; 10], parts: &mut Parts) -> Result<()> {
         std::io::ErrorKind::NotFound => missing(path),
         _ => Error::io(path, e),
     })?;
+    parse_into(path, &bytes, keep, parts)
+}
+
+/// Append the kept records of one batch's bytes (`path` names the batch in errors).
+fn parse_into(path: &Path, bytes: &[u8], keep: &[bool; 10], parts: &mut Parts) -> Result<()> {
     if bytes.is_empty() {
         return Err(Error::data(path, "empty file: no CIFAR-10 records"));
     }
@@ -288,6 +326,17 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("CIFAR-100"), "{e}");
+    }
+
+    #[test]
+    fn shipped_subset_is_the_documented_one() {
+        let (train, test) = load_shipped_subset().unwrap();
+        assert_eq!((train.n(), test.n(), train.d), (1025, 203, PIXELS));
+        let counts = train.class_counts();
+        assert_eq!((counts[1], counts[9]), (524, 501));
+        assert_eq!(counts.iter().sum::<usize>(), 1025);
+        assert_eq!(test.class_counts().iter().sum::<usize>(), 203);
+        assert!(train.x.iter().all(|v| (0.0..=1.0).contains(v)));
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! Datasets: loading (shipped digits, CIFAR-10 binary batches, CSV, safetensors), class subsets,
-//! standardisation, deterministic subsampling, and export of the exact training set of a run.
+//! Datasets: loading (shipped digits, CIFAR-10 binary batches, MNIST IDX files, CSV,
+//! safetensors), class subsets, standardisation, deterministic subsampling, and export of the
+//! exact training set of a run.
 //!
 //! A [`Dataset`] lives on the host as row-major `f64`; it becomes device tensors only when a run
 //! starts ([`Dataset::to_tensors`]). Data preparation is cheap next to training, and keeping it
@@ -12,10 +13,13 @@ pub mod atomic;
 pub mod cifar;
 pub mod csv;
 pub mod digits;
+pub mod mnist;
+pub mod reduce;
 pub mod tensors;
 pub mod transform;
 
 pub use csv::LabelColumn;
+pub use reduce::Reduce;
 pub use transform::Standardizer;
 
 /// Group id of an ordinary training example (not in any of the paper's groups).

@@ -1,7 +1,7 @@
 //! Typed run configuration shared by notebooks and the command line.
 use crate::data::csv::LabelColumn;
 use crate::data::transform::Standardizer;
-use crate::data::{Dataset, cifar, csv, digits, tensors};
+use crate::data::{Dataset, Reduce, cifar, csv, digits, tensors};
 use crate::loss::LossKind;
 use crate::model::{Activation, ModelSpec};
 use crate::sharpness::SharpnessConfig;
@@ -21,6 +21,18 @@ pub enum DataSource {
         /// Directory holding `data_batch_{1..5}.bin` and `test_batch.bin`.
         dir: PathBuf,
     },
+    /// The shipped CIFAR-10 subset of classes 1 and 9 (1,025 training, 203 test images;
+    /// compiled into eoslab, pixels scaled to 0..1).
+    #[serde(rename = "cifar10-subset")]
+    Cifar10Subset,
+    /// MNIST IDX files: a directory holding them, or the images file (pixels / 255).
+    Mnist {
+        /// The directory, or the `*images-idx3-ubyte[.gz]` file (labels found beside it).
+        path: PathBuf,
+    },
+    /// The shipped MNIST test set (10,000 images 28x28, compiled into eoslab; pixels / 255).
+    #[serde(rename = "mnist-test")]
+    MnistTest,
     /// A CSV of features and an integer label column (label in the last column).
     Csv {
         /// The file.
@@ -60,6 +72,9 @@ pub struct DataConfig {
     pub standardize: Standardize,
     /// Seed of the split and subsampling.
     pub seed: u64,
+    /// Image reduction (pooling, grey scale) applied after standardisation.
+    #[serde(default)]
+    pub reduce: Reduce,
 }
 
 impl DataConfig {
@@ -81,6 +96,25 @@ impl DataConfig {
                 }
                 None => cifar::load_dir(dir)?,
             },
+            DataSource::Cifar10Subset => {
+                let (train, test) = cifar::load_shipped_subset()?;
+                match &self.classes {
+                    Some(c) => (train.select_classes(c)?, test.select_classes(c)?),
+                    None => (
+                        train.select_classes(&[1, 9])?,
+                        test.select_classes(&[1, 9])?,
+                    ),
+                }
+            }
+            // MNIST's own train/test split is two pairs of files; one pair is split here.
+            DataSource::Mnist { path } => {
+                let d = self.keep_classes(crate::data::mnist::load_path(path)?)?;
+                d.split_per_class(self.test_fraction, self.seed)?
+            }
+            DataSource::MnistTest => {
+                let d = self.keep_classes(crate::data::mnist::load_shipped_test()?)?;
+                d.split_per_class(self.test_fraction, self.seed)?
+            }
             DataSource::Csv { path } => {
                 let d = self.keep_classes(csv::load(path, &LabelColumn::Last)?)?;
                 d.split_per_class(self.test_fraction, self.seed)?
@@ -115,7 +149,7 @@ impl DataConfig {
                 s.apply(&mut test)?;
             }
         }
-        Ok((train, test))
+        Ok((train.reduced(self.reduce)?, test.reduced(self.reduce)?))
     }
 
     fn keep_classes(&self, d: Dataset) -> Result<Dataset> {

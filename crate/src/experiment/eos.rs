@@ -134,63 +134,78 @@ pub fn run_with(cfg: &EosConfig, resume: Option<(&Path, &ResumeOptions)>) -> Res
         )?),
         None => None,
     };
-    let mut runs = Vec::new();
-    for &lr in &cfg.lrs {
-        for &seed in &cfg.seeds {
-            let name = format!("lr-{lr}-seed-{seed}");
-            if let Some(r) = &resume
-                && let Some(done) = crate::resume::load_eos_run(r, &name)?
-            {
-                runs.push(done);
-                continue;
-            }
-            let rc = RunConfig {
-                lr,
-                ..cfg.run.clone()
-            };
-            let t0 = std::time::Instant::now();
-            let process = format!("lr-{lr}");
-            let (gd, tracker) = train_tracked_with(
-                &rc,
-                seed,
-                &train,
-                &format!("eos η={lr} seed={seed}"),
-                resume.as_ref().map(|r| (r, process.as_str())),
-            )?;
-            let entry = tracker.eos_entry(rc.burn_in);
-            let seconds = t0.elapsed().as_secs_f64();
-            eprintln!(
-                "[eos] η={lr} seed={seed}: t* = {}, final λ_max = {:.2} (2/η = {:.2}), {seconds:.1}s",
-                entry
-                    .map(|e| format!("{:.0}", e.t_star))
-                    .unwrap_or_else(|| "never".into()),
-                tracker
-                    .records
-                    .last()
-                    .map(|r| r.lambda_max())
-                    .unwrap_or(f64::NAN),
-                2.0 / lr
-            );
-            let run = SeedRun {
-                lr,
-                seed,
-                history: gd.history,
-                sharpness: tracker.records,
-                entry,
-                seconds,
-            };
-            if let Some(r) = &resume {
-                crate::resume::save_eos_run(r, &name, &run)?;
-                r.clean_seed(seed);
-            }
-            runs.push(run);
-        }
-    }
+    let tasks: Vec<(f64, u64)> = cfg
+        .lrs
+        .iter()
+        .flat_map(|&lr| cfg.seeds.iter().map(move |&s| (lr, s)))
+        .collect();
+    // Every (step size, seed) run is independent: run them side by side (results do not
+    // depend on the number of workers, see `crate::parallel`).
+    let runs = crate::parallel::run_tasks(tasks.len(), crate::parallel::default_jobs(), |t| {
+        let (lr, seed) = tasks[t];
+        run_one(cfg, &train, lr, seed, resume.as_ref())
+    })?;
     Ok(EosResult {
         config: cfg.clone(),
         n_train: train.n(),
         runs,
     })
+}
+
+/// One (step size, seed) run of the `eos` claim, resumable when `resume` is given.
+fn run_one(
+    cfg: &EosConfig,
+    train: &Dataset,
+    lr: f64,
+    seed: u64,
+    resume: Option<&Resume>,
+) -> Result<SeedRun> {
+    let name = format!("lr-{lr}-seed-{seed}");
+    if let Some(r) = resume
+        && let Some(done) = crate::resume::load_eos_run(r, &name)?
+    {
+        return Ok(done);
+    }
+    let rc = RunConfig {
+        lr,
+        ..cfg.run.clone()
+    };
+    let t0 = std::time::Instant::now();
+    let process = format!("lr-{lr}");
+    let (gd, tracker) = train_tracked_with(
+        &rc,
+        seed,
+        train,
+        &format!("eos η={lr} seed={seed}"),
+        resume.map(|r| (r, process.as_str())),
+    )?;
+    let entry = tracker.eos_entry(rc.burn_in);
+    let seconds = t0.elapsed().as_secs_f64();
+    eprintln!(
+        "[eos] η={lr} seed={seed}: t* = {}, final λ_max = {:.2} (2/η = {:.2}), {seconds:.1}s",
+        entry
+            .map(|e| format!("{:.0}", e.t_star))
+            .unwrap_or_else(|| "never".into()),
+        tracker
+            .records
+            .last()
+            .map(|r| r.lambda_max())
+            .unwrap_or(f64::NAN),
+        2.0 / lr
+    );
+    let run = SeedRun {
+        lr,
+        seed,
+        history: gd.history,
+        sharpness: tracker.records,
+        entry,
+        seconds,
+    };
+    if let Some(r) = resume {
+        crate::resume::save_eos_run(r, &name, &run)?;
+        r.clean_process(seed, &process);
+    }
+    Ok(run)
 }
 
 impl SeedRun {

@@ -44,6 +44,7 @@ pub fn data(dir: &Path) -> DataConfig {
         test_fraction: 0.0,
         standardize: Standardize::Cifar10Channels,
         seed: 0,
+        reduce: crate::data::Reduce::default(),
     }
 }
 
@@ -90,6 +91,9 @@ pub fn tradeoff(dir: &Path) -> BranchConfig {
         design: Design::Exit { m: 0.1 },
         horizon: 10.0,
         seeds: (0..5).collect(),
+        measurement: crate::branch::Measurement::EveryStep,
+        monitor: crate::monitor::MonitorConfig::default(),
+        t2_checks: 0,
     }
 }
 

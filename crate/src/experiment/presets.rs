@@ -19,6 +19,7 @@ pub fn digits_data() -> DataConfig {
         test_fraction: 0.2,
         standardize: Standardize::PerFeature,
         seed: 0,
+        reduce: crate::data::Reduce::default(),
     }
 }
 
@@ -72,6 +73,9 @@ pub fn digits_tradeoff() -> BranchConfig {
         design: Design::Exit { m: 0.1 },
         horizon: 20.0,
         seeds: (0..5).collect(),
+        measurement: crate::branch::Measurement::EveryStep,
+        monitor: crate::monitor::MonitorConfig::default(),
+        t2_checks: 0,
     }
 }
 
@@ -119,5 +123,85 @@ pub(crate) fn sharpness_every(every: usize) -> SharpnessConfig {
         },
         subset: None,
         warm_start: true,
+    }
+}
+
+/// A named preset: which configuration each claim runs.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Preset {
+    /// `cifar10-subset` (default): the shipped CIFAR-10 1 vs 9 subset
+    /// ([`super::cifar_subset`]).
+    CifarSubset,
+    /// `digits`: the shipped UCI digits, the fast path for tests.
+    Digits,
+    /// `paper-cifar10`: the paper's full setup on CIFAR-10 from a directory ([`super::paper`]).
+    Paper(std::path::PathBuf),
+}
+
+impl Preset {
+    /// The preset called `name`; `paper-cifar10` needs the CIFAR-10 directory.
+    pub fn named(name: &str, data_dir: Option<&std::path::Path>) -> crate::Result<Preset> {
+        use super::{cifar_subset, paper};
+        Ok(match name {
+            cifar_subset::NAME => Preset::CifarSubset,
+            "digits" => Preset::Digits,
+            paper::NAME => Preset::Paper(
+                data_dir
+                    .ok_or_else(|| {
+                        crate::Error::Config(format!("preset {name} needs a CIFAR-10 directory"))
+                    })?
+                    .to_path_buf(),
+            ),
+            _ => {
+                return Err(crate::Error::Config(format!(
+                    "unknown preset {name:?} (available: {}, digits, {})",
+                    cifar_subset::NAME,
+                    paper::NAME
+                )));
+            }
+        })
+    }
+    /// Claim `eos`.
+    pub fn eos(&self) -> EosConfig {
+        match self {
+            Preset::CifarSubset => super::cifar_subset::eos(),
+            Preset::Digits => digits_eos(),
+            Preset::Paper(d) => super::paper::eos(d),
+        }
+    }
+    /// Claim `tradeoff`.
+    pub fn tradeoff(&self) -> BranchConfig {
+        match self {
+            Preset::CifarSubset => super::cifar_subset::tradeoff(),
+            Preset::Digits => digits_tradeoff(),
+            Preset::Paper(d) => super::paper::tradeoff(d),
+        }
+    }
+    /// Claim `alignment`: (coherent, random-direction control).
+    pub fn alignment(&self) -> (BranchConfig, BranchConfig) {
+        match self {
+            Preset::CifarSubset => super::cifar_subset::alignment(),
+            Preset::Digits => digits_alignment(),
+            Preset::Paper(d) => super::paper::alignment(d),
+        }
+    }
+    /// Claim `saturation`: (cross-entropy, MSE).
+    pub fn saturation(&self) -> (BranchConfig, BranchConfig) {
+        match self {
+            Preset::CifarSubset => super::cifar_subset::saturation(),
+            Preset::Digits => digits_saturation(),
+            Preset::Paper(d) => super::paper::saturation(d),
+        }
+    }
+    /// One baseline run and the groups of its training set.
+    pub fn run_and_groups(&self) -> (RunConfig, GroupConfig) {
+        match self {
+            Preset::CifarSubset => (super::cifar_subset::run(), super::cifar_subset::groups()),
+            Preset::Digits => (digits_run(), GroupConfig::paper(8)),
+            Preset::Paper(d) => (
+                super::paper::run(d),
+                GroupConfig::paper(super::paper::GROUP_PER_CLASS),
+            ),
+        }
     }
 }

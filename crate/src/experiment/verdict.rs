@@ -68,15 +68,28 @@ impl Verdict {
     }
 }
 
-impl std::fmt::Display for Verdict {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl Verdict {
+    /// Every check and note, one per line, without the claim line: for reporting a variant
+    /// of an experiment beside the claim without printing a second verdict.
+    pub fn details(&self) -> String {
+        let mut out = String::new();
         for c in &self.checks {
-            writeln!(f, "  [{}] {}", if c.pass { "pass" } else { "FAIL" }, c.what)?;
+            out.push_str(&format!(
+                "  [{}] {}\n",
+                if c.pass { "pass" } else { "FAIL" },
+                c.what
+            ));
         }
         for n in &self.notes {
-            writeln!(f, "  [info] {n}")?;
+            out.push_str(&format!("  [info] {n}\n"));
         }
-        write!(f, "{}", self.line())
+        out
+    }
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}{}", self.details(), self.line())
     }
 }
 

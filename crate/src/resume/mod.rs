@@ -300,6 +300,24 @@ impl Resume {
     pub fn clean_seed(&self, seed: u64) {
         let _ = std::fs::remove_dir_all(self.seed_dir(seed).join("resume"));
     }
+
+    /// Remove the checkpoints of one completed process of `seed` (others of the seed, which
+    /// may be running side by side, are kept).
+    pub fn clean_process(&self, seed: u64, label: &str) {
+        let dir = self.seed_dir(seed).join("resume");
+        let _ = std::fs::remove_file(dir.join(format!("{label}.json")));
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            let prefix = format!("{label}-");
+            for e in entries.flatten() {
+                let n = e.file_name().to_string_lossy().into_owned();
+                if n.strip_prefix(&prefix)
+                    .is_some_and(|s| s.len() == 9 && s.bytes().all(|b| b.is_ascii_digit()))
+                {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
+    }
 }
 
 fn find_device(v: &serde_json::Value) -> Option<String> {

@@ -326,8 +326,9 @@ pub fn save_seed(r: &Resume, s: &SeedBranches) -> Result<()> {
             s.t_star2.is_some() as u8 as f64,
             s.window.0,
             s.window.1,
+            s.dt,
         ],
-        vec![5],
+        vec![6],
     );
     let groups: Vec<&String> = s.window_delta.keys().collect();
     w.meta(
@@ -371,8 +372,8 @@ pub fn load_seed(r: &Resume, seed: u64) -> Result<Option<SeedBranches>> {
         .parse()
         .map_err(|_| bad("bad fork_step"))?;
     let sc = t.f64("scalars")?;
-    if sc.len() != 5 {
-        return Err(bad("scalars: expected 5 values"));
+    if sc.len() != 6 {
+        return Err(bad("scalars: expected 6 values"));
     }
     let names = |key: &str| -> Result<Vec<String>> {
         serde_json::from_str(t.meta(key)?).map_err(|e| bad(&e.to_string()))
@@ -397,6 +398,7 @@ pub fn load_seed(r: &Resume, seed: u64) -> Result<Option<SeedBranches>> {
         t_star: sc[0],
         t_star2: (sc[2] == 1.0).then_some(sc[1]),
         window: (sc[3], sc[4]),
+        dt: sc[5],
         log: get_log(&t, "log.")?,
         delta,
         window_delta: wg.into_iter().zip(wd).collect(),

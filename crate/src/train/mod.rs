@@ -7,7 +7,7 @@ mod observer;
 pub use observer::{Every, Observer, Progress};
 
 use crate::model::Model;
-use crate::objective::Objective;
+use crate::objective::{Examples, Objective};
 use crate::{Error, Result};
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
@@ -70,6 +70,8 @@ pub struct StepView<'a> {
     pub grad: &'a [Tensor],
     /// Momentum buffer at θ_t, if momentum is used.
     pub velocity: Option<&'a [Tensor]>,
+    /// Per-example losses and correctness at θ_t, from the same pass as the gradient.
+    pub examples: &'a Examples,
 }
 
 /// Full-batch gradient descent (optionally with heavy-ball momentum) on one objective.
@@ -121,7 +123,7 @@ impl GradientDescent {
 
     /// One step: evaluate at θ_t, show observers, update to θ_{t+1}.
     pub fn step(&mut self, observers: &mut [&mut dyn Observer]) -> Result<StepRecord> {
-        let (loss, grad) = self.objective.value_and_grad(&self.model)?;
+        let (loss, grad, examples) = self.objective.value_grad_examples(&self.model)?;
         let grad_norm = sq_norm(&grad)?.sqrt();
         let record = StepRecord {
             step: self.state.step,
@@ -145,6 +147,7 @@ impl GradientDescent {
                 record,
                 grad: &grad,
                 velocity: self.velocity.as_deref(),
+                examples: &examples,
             };
             for o in observers.iter_mut() {
                 o.observe(&view)?;

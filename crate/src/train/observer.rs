@@ -8,7 +8,12 @@ pub trait Observer {
     fn observe(&mut self, view: &StepView) -> Result<()>;
 }
 
-/// A measurement schedule: every `k` steps, plus every `dense_k` steps inside `dense` windows.
+/// A measurement schedule: every `k` steps, plus every `dense_k` steps inside `dense` windows;
+/// with `pairs`, each scheduled step `t` is measured together with `t + 1`.
+///
+/// Why pairs: at the edge of stability gradient descent oscillates with period 2 along the top
+/// eigenvector, so a quantity sampled at steps of one parity only is biased by the
+/// oscillation; the mean over two consecutive steps is not.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Every {
     /// Base period in steps.
@@ -17,6 +22,9 @@ pub struct Every {
     pub dense: Vec<(usize, usize)>,
     /// Period inside the dense windows.
     pub dense_k: usize,
+    /// Also measure the step after each scheduled one.
+    #[serde(default)]
+    pub pairs: bool,
 }
 
 impl Every {
@@ -26,6 +34,14 @@ impl Every {
             k: k.max(1),
             dense: Vec::new(),
             dense_k: 1,
+            pairs: false,
+        }
+    }
+    /// Every `k` steps, each with the step after it.
+    pub fn pairs(k: usize) -> Self {
+        Every {
+            pairs: true,
+            ..Every::new(k)
         }
     }
     /// Also every `dense_k` steps in `[start, end)`.
@@ -34,13 +50,17 @@ impl Every {
         self.dense_k = dense_k.max(1);
         self
     }
-    /// Whether step `t` is measured.
-    pub fn hits(&self, t: usize) -> bool {
+    /// Whether step `t` is a scheduled step (the first of a pair).
+    pub fn scheduled(&self, t: usize) -> bool {
         t.is_multiple_of(self.k)
             || self
                 .dense
                 .iter()
                 .any(|&(s, e)| t >= s && t < e && (t - s).is_multiple_of(self.dense_k))
+    }
+    /// Whether step `t` is measured: scheduled, or (with pairs) right after a scheduled step.
+    pub fn hits(&self, t: usize) -> bool {
+        self.scheduled(t) || (self.pairs && t > 0 && self.scheduled(t - 1))
     }
 }
 
@@ -78,5 +98,19 @@ impl Observer for Progress {
             );
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedules_with_pairs_and_dense_windows() {
+        let hits = |e: &Every| (0..12).filter(|&t| e.hits(t)).collect::<Vec<_>>();
+        assert_eq!(hits(&Every::new(4)), vec![0, 4, 8]);
+        assert_eq!(hits(&Every::pairs(4)), vec![0, 1, 4, 5, 8, 9]);
+        assert_eq!(hits(&Every::new(5).dense(6, 9, 1)), vec![0, 5, 6, 7, 8, 10]);
+        assert!(Every::pairs(4).scheduled(8) && !Every::pairs(4).scheduled(9));
     }
 }

@@ -1,0 +1,272 @@
+//! Per-group effects across seeds, in the two statistics the comparison is read with:
+//! - the **per-seed window mean** (DESIGN §1, what the criteria use): each seed's Δℓ averaged
+//!   over its own window [t*, t**], then the median, quartiles and sign counts across seeds;
+//! - the **band** the authors plot: at each point of the common grid (t_eff − t*) the median
+//!   and IQR of Δℓ across seeds, read up to the median window length t** − t*; its summary is
+//!   the mean of the median curve over that range.
+use super::compare::{self, Grid, Measurement};
+use super::{BranchResult, SeedBranches};
+use crate::experiment::verdict::{median, quantile};
+use crate::metrics::RunLog;
+use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+use std::path::Path;
+
+/// Median and quartiles of a group's per-seed window Δℓ, and sign counts.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GroupEffect {
+    /// Group name.
+    pub group: String,
+    /// Median across seeds of the window-averaged Δℓ.
+    pub median: f64,
+    /// 25th percentile.
+    pub q25: f64,
+    /// 75th percentile.
+    pub q75: f64,
+    /// Fraction of seeds with Δℓ < 0 (EoS helps).
+    pub frac_negative: f64,
+    /// Fraction of seeds with Δℓ > 0 (EoS hurts).
+    pub frac_positive: f64,
+    /// Per-seed values.
+    pub per_seed: Vec<f64>,
+}
+
+impl GroupEffect {
+    fn from_values(group: &str, v: Vec<f64>) -> GroupEffect {
+        let n = v.len().max(1) as f64;
+        GroupEffect {
+            group: group.to_string(),
+            median: median(&v),
+            q25: quantile(&v, 0.25),
+            q75: quantile(&v, 0.75),
+            frac_negative: v.iter().filter(|x| **x < 0.0).count() as f64 / n,
+            frac_positive: v.iter().filter(|x| **x > 0.0).count() as f64 / n,
+            per_seed: v,
+        }
+    }
+
+    /// "EoS helps", "EoS hurts" or "mixed": the sign of the median when ≥ 80% of seeds share it.
+    pub fn reading(&self) -> &'static str {
+        if self.median < 0.0 && self.frac_negative >= 0.8 {
+            "EoS helps"
+        } else if self.median > 0.0 && self.frac_positive >= 0.8 {
+            "EoS hurts"
+        } else {
+            "mixed"
+        }
+    }
+}
+
+/// A group's effect in the band statistic: the across-seed median curve of Δℓ on the common
+/// grid, averaged up to the median window length.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BandEffect {
+    /// Group name.
+    pub group: String,
+    /// Mean over grid points t_eff − t* ≤ median(t** − t*) of the median-across-seeds Δℓ.
+    pub mean_of_median: f64,
+    /// The same mean of the 25th and 75th percentile curves.
+    pub mean_q25: f64,
+    /// See `mean_q25`.
+    pub mean_q75: f64,
+    /// Grid points averaged.
+    pub points: usize,
+}
+
+impl BranchResult {
+    /// Per-group effect over seeds (per-seed window means).
+    pub fn effects(&self) -> Vec<GroupEffect> {
+        self.groups
+            .iter()
+            .map(|g| {
+                let v = self
+                    .seeds
+                    .iter()
+                    .map(|s| s.window_delta.get(g).copied().unwrap_or(f64::NAN))
+                    .collect();
+                GroupEffect::from_values(g, v)
+            })
+            .collect()
+    }
+
+    /// The effect of one group.
+    pub fn effect(&self, group: &str) -> Option<GroupEffect> {
+        self.effects().into_iter().find(|e| e.group == group)
+    }
+
+    /// Per-group effect of Δℓ_k − Δℓ_train (per seed): who gains relative to the average
+    /// training example. Not a criterion; the criteria stay on raw Δℓ.
+    pub fn relative_effects(&self) -> Vec<GroupEffect> {
+        self.groups
+            .iter()
+            .filter(|g| g.as_str() != "train")
+            .map(|g| {
+                let v = self
+                    .seeds
+                    .iter()
+                    .map(|s| {
+                        let own = s.window_delta.get(g).copied().unwrap_or(f64::NAN);
+                        own - s.window_delta.get("train").copied().unwrap_or(f64::NAN)
+                    })
+                    .collect();
+                GroupEffect::from_values(g, v)
+            })
+            .collect()
+    }
+
+    /// Δℓ(t_eff − t*) across seeds for `group`: `(t, median, q25, q75)` on the shared grid
+    /// (the points every seed has).
+    pub fn delta_band(&self, group: &str) -> Vec<(f64, f64, f64, f64)> {
+        self.band_of(|s| s.delta.get(group).cloned().unwrap_or_default())
+    }
+
+    /// Like [`BranchResult::delta_band`], for Δℓ_k − Δℓ_train.
+    pub fn relative_band(&self, group: &str) -> Vec<(f64, f64, f64, f64)> {
+        self.band_of(|s| {
+            let own = s.delta.get(group).cloned().unwrap_or_default();
+            let train = s.delta.get("train").cloned().unwrap_or_default();
+            own.iter()
+                .zip(&train)
+                .map(|(a, b)| (a.0, a.1 - b.1))
+                .collect()
+        })
+    }
+
+    fn band_of(
+        &self,
+        curve: impl Fn(&SeedBranches) -> Vec<(f64, f64)>,
+    ) -> Vec<(f64, f64, f64, f64)> {
+        let curves: Vec<Vec<(f64, f64)>> = self
+            .seeds
+            .iter()
+            .map(|s| curve(s).iter().map(|&(t, v)| (t - s.t_star, v)).collect())
+            .collect();
+        let Some(n) = curves.iter().map(|c| c.len()).min() else {
+            return Vec::new();
+        };
+        (0..n)
+            .map(|i| {
+                let v: Vec<f64> = curves.iter().map(|c| c[i].1).collect();
+                (
+                    curves[0][i].0,
+                    median(&v),
+                    quantile(&v, 0.25),
+                    quantile(&v, 0.75),
+                )
+            })
+            .collect()
+    }
+
+    /// Per-group effect in the band statistic (see the module documentation): the median,
+    /// 25th and 75th percentile curves averaged over [0, median window] like the per-seed
+    /// window means (cells weighted by their overlap with it; sparse points inside it).
+    pub fn band_effects(&self) -> Vec<BandEffect> {
+        let window = (0.0, self.median_window());
+        let dt = self.seeds.first().map(|s| s.dt).unwrap_or(f64::NAN);
+        let mean = |curve: Vec<(f64, f64)>| match self.config.measurement {
+            Measurement::EveryStep => compare::cell_window_mean(&curve, dt, window),
+            Measurement::Sparse => compare::window_mean(&curve, window),
+        };
+        self.groups
+            .iter()
+            .map(|g| {
+                let band = self.delta_band(g);
+                let pick = |f: fn(&(f64, f64, f64, f64)) -> f64| {
+                    mean(band.iter().map(|p| (p.0, f(p))).collect())
+                };
+                BandEffect {
+                    group: g.clone(),
+                    mean_of_median: pick(|p| p.1),
+                    mean_q25: pick(|p| p.2),
+                    mean_q75: pick(|p| p.3),
+                    points: band.iter().filter(|p| p.0 - 0.5 * dt < window.1).count(),
+                }
+            })
+            .collect()
+    }
+
+    /// The band effect of one group.
+    pub fn band_effect(&self, group: &str) -> Option<BandEffect> {
+        self.band_effects().into_iter().find(|e| e.group == group)
+    }
+
+    /// Median window length (t** − t*, or the horizon where t** was not reached).
+    pub fn median_window(&self) -> f64 {
+        median(
+            &self
+                .seeds
+                .iter()
+                .map(|s| s.window.1 - s.window.0)
+                .collect::<Vec<_>>(),
+        )
+    }
+
+    /// Seeds whose stable branch reached its own threshold (t**) within the horizon.
+    pub fn seeds_reaching_t2(&self) -> usize {
+        self.seeds.iter().filter(|s| s.t_star2.is_some()).count()
+    }
+
+    /// The same runs with Δℓ recomputed from the logs under another measurement (every-step
+    /// averages or sparse sampling), for comparing the two.
+    pub fn remeasured(&self, how: Measurement) -> BranchResult {
+        let mut out = self.clone();
+        out.config.measurement = how;
+        for s in &mut out.seeds {
+            let names: Vec<String> = s.window_delta.keys().cloned().collect();
+            let grid = Grid {
+                t_star: s.t_star,
+                dt: s.dt,
+                window: s.window,
+            };
+            let c = compare::compare(&s.log, s.seed, &names, grid, how);
+            s.delta = c.delta;
+            s.window_delta = c.window_delta;
+        }
+        out
+    }
+
+    /// All seeds' logs in one.
+    pub fn log(&self) -> RunLog {
+        let mut log = RunLog::new("branch");
+        for s in &self.seeds {
+            log.rows.extend(s.log.rows.iter().cloned());
+        }
+        log
+    }
+
+    /// Write metrics (Parquet + CSV), the per-group summary, and figures into `dir`.
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        self.log().write(dir, "metrics")?;
+        crate::metrics::write_frame(&mut crate::report::effects_frame(self)?, dir, "summary")?;
+        for (name, fig) in crate::report::branch_figures(self, 0)? {
+            fig.save(&dir.join(format!("{name}.svg")))?;
+        }
+        Ok(())
+    }
+
+    /// Group names of the paper's groups only (no `train` / `test`).
+    pub fn paper_groups(&self) -> Vec<String> {
+        let all: BTreeSet<&str> = crate::groups::GroupKind::ALL
+            .iter()
+            .map(|k| k.name())
+            .collect();
+        self.groups
+            .iter()
+            .filter(|g| all.contains(g.as_str()))
+            .cloned()
+            .collect()
+    }
+
+    /// Check that the result has the group `g` (an error naming the groups it has otherwise).
+    pub fn require_group(&self, g: &str) -> Result<()> {
+        if self.groups.iter().any(|x| x == g) {
+            Ok(())
+        } else {
+            Err(Error::Config(format!(
+                "no group {g:?} in this result (groups: {})",
+                self.groups.join(", ")
+            )))
+        }
+    }
+}

@@ -1,0 +1,558 @@
+//! The branching intervention: train a baseline to the edge-of-stability entry t*, fork the
+//! exact state into an EoS branch and a stable branch, run both for the same effective time,
+//! and compare every group's loss on a common t_eff grid ([`compare`]); per-group effects
+//! across seeds are in [`effects`].
+pub mod compare;
+mod effects;
+
+pub use compare::{Comparison, Grid, Measurement, interpolate};
+pub use effects::{BandEffect, GroupEffect};
+
+use crate::checkpoint::{self, CheckpointMeta};
+use crate::data::Dataset;
+use crate::experiment::config::RunConfig;
+use crate::groups::{self, GroupConfig};
+use crate::metrics::RunLog;
+use crate::model::{InitSpec, Model};
+use crate::monitor::{Monitor, MonitorConfig};
+use crate::objective::Objective;
+use crate::resume::{Resume, ResumeOptions};
+use crate::train::{Every, GradientDescent, Observer, Progress};
+use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// Which fork.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Design {
+    /// Baseline at η to t*; the stable branch continues at m·η (so λ ≈ 2/η < 2/(mη)).
+    Exit {
+        /// Learning-rate multiplier of the stable branch (paper: 0.1 for MSE, 0.5 for CE).
+        m: f64,
+    },
+    /// Baseline at a small η_low; once λ_max ≥ 2/η (state beyond the larger rate's threshold)
+    /// the EoS branch raises the rate to η while the stable branch continues at η_low.
+    Enter {
+        /// The small, stable rate of the baseline and of the stable branch.
+        low: f64,
+    },
+}
+
+/// A branching experiment.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BranchConfig {
+    /// Run settings; `run.lr` is the EoS rate η, `run.steps` caps the baseline.
+    pub run: RunConfig,
+    /// Groups injected into the training set.
+    pub groups: GroupConfig,
+    /// Exit or enter design.
+    pub design: Design,
+    /// Effective time both branches run after the fork.
+    pub horizon: f64,
+    /// Initialisation seeds.
+    pub seeds: Vec<u64>,
+    /// How each branch's group losses enter Δℓ (default: every step, cell-averaged).
+    #[serde(default)]
+    pub measurement: Measurement,
+    /// Extra per-group measurements at the cadence.
+    #[serde(default)]
+    pub monitor: MonitorConfig,
+    /// λ_max-only checks on the stable branch between two measurements, until t** is found
+    /// (0: t** only at the measurement cadence).
+    #[serde(default)]
+    pub t2_checks: usize,
+}
+
+impl BranchConfig {
+    /// Rates `(η of the EoS branch, η of the stable branch, η of the baseline)`.
+    pub fn rates(&self) -> (f64, f64, f64) {
+        match self.design {
+            Design::Exit { m } => (self.run.lr, m * self.run.lr, self.run.lr),
+            Design::Enter { low } => (self.run.lr, low, low),
+        }
+    }
+    /// Check the settings make sense before hours of compute.
+    pub fn validate(&self) -> Result<()> {
+        let (eos, stable, _) = self.rates();
+        if !(stable > 0.0 && stable < eos) {
+            return Err(Error::Config(format!(
+                "the stable branch's rate {stable} must be in (0, η = {eos})"
+            )));
+        }
+        if self.horizon.is_nan() || self.horizon <= 0.0 || self.seeds.is_empty() {
+            return Err(Error::Config(
+                "horizon must be positive and at least one seed given".into(),
+            ));
+        }
+        Ok(())
+    }
+    /// The configuration as pretty JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("config serialises")
+    }
+}
+
+/// One seed's branches.
+#[derive(Clone, Debug)]
+pub struct SeedBranches {
+    /// Init seed.
+    pub seed: u64,
+    /// Step of the fork (t* as a measured step).
+    pub fork_step: usize,
+    /// Effective time of the fork.
+    pub t_star: f64,
+    /// Effective time at which the stable branch reached its own threshold (t**), if it did.
+    pub t_star2: Option<f64>,
+    /// The comparison window [t*, t** or t* + horizon].
+    pub window: (f64, f64),
+    /// Width of the common t_eff grid's cells (the EoS branch's measurement period · η).
+    pub dt: f64,
+    /// Everything measured (branches `baseline`, `eos`, `stable`).
+    pub log: RunLog,
+    /// Per group: Δℓ(t_eff) = ℓ_EoS − ℓ_stable on the common grid (see [`compare`]).
+    pub delta: BTreeMap<String, Vec<(f64, f64)>>,
+    /// Per group: Δℓ averaged over the window.
+    pub window_delta: BTreeMap<String, f64>,
+}
+
+/// All seeds.
+#[derive(Clone, Debug)]
+pub struct BranchResult {
+    /// The configuration.
+    pub config: BranchConfig,
+    /// Group names (the paper's groups, then `train`).
+    pub groups: Vec<String>,
+    /// Per-seed results.
+    pub seeds: Vec<SeedBranches>,
+    /// The exact training set (with group ids).
+    pub train: Dataset,
+}
+
+/// Run a branch process for `horizon` effective time, measuring on `schedule` (steps counted
+/// from the fork) and logging every step's group losses; with `resume`, checkpointed
+/// periodically and restored from its last checkpoint.
+fn run_branch(
+    gd: &mut GradientDescent,
+    monitor: &mut Monitor,
+    (schedule, watch): (&Every, Option<Watch>),
+    horizon: f64,
+    (name, seed): (&str, u64),
+    resume: Option<&Resume>,
+) -> Result<()> {
+    let label = format!("{name} seed={seed}");
+    let steps = (horizon / gd.state.lr).round() as usize;
+    let start = gd.state.step;
+    let mut ck = resume.map(|r| r.process(seed, name, schedule.k));
+    if let Some(ck) = ck.as_mut() {
+        ck.restore(gd, &mut monitor.tracker, &mut monitor.log)?;
+    }
+    let mut hooks = resume.map(|r| r.hooks(label.clone()));
+    let mut progress = Progress::new(label, (steps / 4).max(1));
+    loop {
+        let i = gd.state.step - start;
+        if schedule.hits(i) || i == steps {
+            if let Some(ck) = &ck {
+                ck.save_if_due(i, gd, &monitor.tracker, &monitor.log)?;
+            }
+            monitor.measure(gd)?;
+        } else if let Some(w) = watch
+            && i.is_multiple_of(w.every)
+            && !reached(monitor, w.threshold)
+        {
+            monitor.measure_sharpness(gd)?;
+        }
+        if i >= steps {
+            break;
+        }
+        let mut series = monitor.step_series();
+        let mut obs: Vec<&mut dyn Observer> = vec![&mut progress, &mut series];
+        if let Some(h) = hooks.as_mut() {
+            obs.push(h);
+        }
+        gd.step(&mut obs)?;
+    }
+    Ok(())
+}
+
+/// Extra λ_max checks on a branch until λ_max first reaches `threshold` (after the fork's own
+/// measurement): they locate t** finer than the measurement cadence.
+#[derive(Clone, Copy, Debug)]
+struct Watch {
+    every: usize,
+    threshold: f64,
+}
+
+/// Whether a measurement after the first has λ_max ≥ `threshold`.
+fn reached(monitor: &Monitor, threshold: f64) -> bool {
+    monitor
+        .tracker
+        .records
+        .iter()
+        .skip(1)
+        .any(|r| r.lambda_max() >= threshold)
+}
+
+/// Prepare data and groups for a configuration: `(train with groups, test)`.
+pub fn prepare(cfg: &BranchConfig) -> Result<(Dataset, Dataset)> {
+    let (train, test) = cfg.run.data.load()?;
+    let grouped = groups::build(&train, &cfg.groups)?;
+    Ok((grouped.train, test))
+}
+
+/// Run one seed: baseline to the fork, then both branches. Writes the fork checkpoint under
+/// `dir` when given.
+pub fn run_seed(
+    cfg: &BranchConfig,
+    train: &Dataset,
+    test: &Dataset,
+    seed: u64,
+    dir: Option<&Path>,
+) -> Result<SeedBranches> {
+    run_seed_with(cfg, train, test, seed, dir, None)
+}
+
+/// [`run_seed`], with periodic checkpoints and resumption when `resume` is given (its
+/// directory is then the run directory).
+pub fn run_seed_with(
+    cfg: &BranchConfig,
+    train: &Dataset,
+    test: &Dataset,
+    seed: u64,
+    dir: Option<&Path>,
+    resume: Option<&Resume>,
+) -> Result<SeedBranches> {
+    let (eta_eos, eta_stable, _) = cfg.rates();
+    let clock = std::time::Instant::now();
+    let (gd, monitor) = run_baseline(cfg, train, test, seed, resume)?;
+    let mut seconds = vec![clock.elapsed().as_secs_f64()];
+    let fork_step = gd.state.step;
+    let t_star = gd.state.t_eff;
+    if let Some(dir) = dir {
+        let meta = CheckpointMeta::for_process(
+            &gd,
+            BTreeMap::from([
+                ("init".to_string(), seed),
+                ("data".to_string(), cfg.run.data.seed),
+            ]),
+            &train.fingerprint(),
+            serde_json::to_value(cfg).map_err(|e| Error::Numerics(e.to_string()))?,
+        );
+        checkpoint::save(
+            &dir.join(format!("seed-{seed}")).join("fork.safetensors"),
+            &gd,
+            &meta,
+        )?;
+    }
+    let mut eos = gd.fork()?;
+    eos.set_lr(eta_eos)?;
+    let mut stable = gd.fork()?;
+    stable.set_lr(eta_stable)?;
+    let mut m_eos = monitor.for_branch("eos").with_series(true);
+    let mut m_stable = monitor.for_branch("stable").with_series(true);
+    let every = cfg.run.sharpness.every.k;
+    // Both branches are measured at the same effective times: every `every` EoS steps.
+    let dt = every as f64 * eta_eos;
+    let schedule = |k: usize| Every {
+        k,
+        ..cfg.run.sharpness.every.clone()
+    };
+    let seed_label = |name| (name, seed);
+    run_branch(
+        &mut eos,
+        &mut m_eos,
+        (&schedule(every), None),
+        cfg.horizon,
+        seed_label("eos"),
+        resume,
+    )?;
+    seconds.push(clock.elapsed().as_secs_f64());
+    let every_stable = ((dt / eta_stable).round() as usize).max(1);
+    let thr_stable = 2.0 * (1.0 + cfg.run.momentum) / eta_stable;
+    let watch = (cfg.t2_checks > 0).then(|| Watch {
+        every: (every_stable / (cfg.t2_checks + 1)).max(1),
+        threshold: thr_stable,
+    });
+    run_branch(
+        &mut stable,
+        &mut m_stable,
+        (&schedule(every_stable), watch),
+        cfg.horizon,
+        seed_label("stable"),
+        resume,
+    )?;
+    seconds.push(clock.elapsed().as_secs_f64());
+    let t_star2 = m_stable
+        .tracker
+        .records
+        .iter()
+        .skip(1)
+        .find(|r| r.lambda_max() >= thr_stable)
+        .map(|r| r.t_eff);
+    let window = (t_star, t_star2.unwrap_or(t_star + cfg.horizon));
+    let measured = |m: &Monitor| m.tracker.records.len();
+    eprintln!(
+        "[branch] seed={seed}: fork at step {fork_step} (t_eff {t_star:.3}), t** {}; \
+         {:.1} s baseline ({} steps, {} measurements), {:.1} s EoS ({} steps, {}), {:.1} s \
+         stable ({} steps, {})",
+        t_star2
+            .map(|t| format!("{t:.3} (t** − t* = {:.3})", t - t_star))
+            .unwrap_or_else(|| "not reached within the horizon".into()),
+        seconds[0],
+        fork_step,
+        measured(&monitor),
+        seconds[1] - seconds[0],
+        eos.state.step - fork_step,
+        measured(&m_eos),
+        seconds[2] - seconds[1],
+        stable.state.step - fork_step,
+        measured(&m_stable),
+    );
+    let mut names = m_eos.group_names();
+    names.extend(["train".to_string(), "test".to_string()]);
+    let mut log = monitor.log;
+    log.extend(m_eos.log);
+    log.extend(m_stable.log);
+    let grid = Grid { t_star, dt, window };
+    let Comparison {
+        delta,
+        window_delta,
+    } = compare::compare(&log, seed, &names, grid, cfg.measurement);
+    Ok(SeedBranches {
+        seed,
+        fork_step,
+        t_star,
+        t_star2,
+        window,
+        dt,
+        log,
+        delta,
+        window_delta,
+    })
+}
+
+/// The baseline of one seed, trained at the baseline rate until λ_max reaches the EoS rate's
+/// threshold 2(1+β)/η (after the burn-in): the process at the fork and its monitor.
+fn run_baseline(
+    cfg: &BranchConfig,
+    train: &Dataset,
+    test: &Dataset,
+    seed: u64,
+    resume: Option<&Resume>,
+) -> Result<(GradientDescent, Monitor)> {
+    let run = &cfg.run;
+    let (device, dtype) = (run.device()?, run.dtype()?);
+    let (eta_eos, _, eta_base) = cfg.rates();
+    let spec = run.model_spec(train.d, train.n_classes);
+    let init = InitSpec {
+        scale: run.init_scale,
+        seed,
+    };
+    let model = Model::new(&spec, init, &device, dtype)?;
+    let objective = Objective::from_dataset(train, &device, dtype, run.loss, run.chunk)?;
+    let test_obj = Objective::from_dataset(test, &device, dtype, run.loss, run.chunk)?;
+    let mut gd = GradientDescent::new(model, objective.clone(), eta_base, run.momentum)?;
+    let mut monitor = Monitor::with_config(
+        run.sharpness.clone(),
+        cfg.monitor.clone(),
+        &objective,
+        train,
+        Some(test_obj),
+        "baseline",
+        seed,
+    )?;
+    let schedule = &run.sharpness.every;
+    let target = 2.0 * (1.0 + run.momentum) / eta_eos;
+    let mut progress = Progress::new(format!("baseline seed={seed}"), (run.steps / 4).max(1));
+    let mut ck = resume.map(|r| r.process(seed, "baseline", schedule.k));
+    if let Some(ck) = ck.as_mut() {
+        ck.restore(&mut gd, &mut monitor.tracker, &mut monitor.log)?;
+    }
+    let mut hooks = resume.map(|r| r.hooks(format!("baseline seed={seed}")));
+    loop {
+        if schedule.hits(gd.state.step) {
+            if let Some(ck) = &ck {
+                ck.save_if_due(gd.state.step, &gd, &monitor.tracker, &monitor.log)?;
+            }
+            let rec = monitor.measure(&gd)?;
+            if gd.state.step >= run.burn_in && rec.lambda_max() >= target {
+                return Ok((gd, monitor));
+            }
+        }
+        if gd.state.step >= run.steps {
+            let max = monitor
+                .tracker
+                .records
+                .iter()
+                .map(|r| r.lambda_max())
+                .fold(f64::NEG_INFINITY, f64::max);
+            return Err(Error::Numerics(format!(
+                "seed {seed}: λ_max never reached 2/η = {target:.3} within {} baseline steps \
+                 (largest {max:.3}); raise `steps` or the step size",
+                run.steps
+            )));
+        }
+        let mut obs: Vec<&mut dyn Observer> = vec![&mut progress];
+        if let Some(h) = hooks.as_mut() {
+            obs.push(h);
+        }
+        gd.step(&mut obs)?;
+    }
+}
+
+/// Run every seed; with `dir`, also write the run directory (see [`BranchResult::write`]).
+pub fn run(cfg: &BranchConfig, dir: Option<&Path>) -> Result<BranchResult> {
+    run_with(cfg, dir, None)
+}
+
+/// [`run`]; with `resume` options (and `dir`), resumable: the directory is claimed for this
+/// configuration (a different one is an error), each process is checkpointed periodically,
+/// completed seeds are kept, and a rerun continues where the last one stopped (see
+/// [`crate::resume`]). Seeds run [`crate::parallel::default_jobs`] at a time.
+pub fn run_with(
+    cfg: &BranchConfig,
+    dir: Option<&Path>,
+    resume: Option<&ResumeOptions>,
+) -> Result<BranchResult> {
+    let job = Job { cfg, dir, resume };
+    let mut out = run_many(&[job], crate::parallel::default_jobs())?;
+    Ok(out.remove(0))
+}
+
+/// A short content key of a configuration (16 hex digits of the FNV-1a hash of its JSON): runs
+/// of identical configuration share one directory under a common root, so notebooks reuse each
+/// other's runs instead of recomputing them.
+pub fn run_key(cfg: &BranchConfig) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in cfg.to_json().bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+/// Run each configuration in its own resumable directory `root/<run_key>`, all seeds
+/// [`crate::parallel::default_jobs`] at a time: a configuration already complete there is read
+/// back instead of recomputed, an interrupted one continues.
+pub fn run_shared(root: &Path, cfgs: &[&BranchConfig]) -> Result<Vec<BranchResult>> {
+    let dirs: Vec<std::path::PathBuf> = cfgs.iter().map(|c| root.join(run_key(c))).collect();
+    let opts = ResumeOptions::default();
+    let jobs: Vec<Job> = cfgs
+        .iter()
+        .zip(&dirs)
+        .map(|(cfg, d)| Job {
+            cfg,
+            dir: Some(d),
+            resume: Some(&opts),
+        })
+        .collect();
+    run_many(&jobs, crate::parallel::default_jobs())
+}
+
+/// One branching experiment for [`run_many`]: its configuration, run directory and resume
+/// options (as for [`run_with`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Job<'a> {
+    /// The configuration.
+    pub cfg: &'a BranchConfig,
+    /// Its run directory, if any.
+    pub dir: Option<&'a Path>,
+    /// Resume options (needs `dir`).
+    pub resume: Option<&'a ResumeOptions>,
+}
+
+/// A job's data and run directory, ready for its seeds to run.
+struct Prepared {
+    train: Dataset,
+    test: Dataset,
+    resume: Option<Resume>,
+}
+
+fn prepare_job(job: &Job) -> Result<Prepared> {
+    let cfg = job.cfg;
+    cfg.validate()?;
+    let (train, test) = prepare(cfg)?;
+    let resume = match (job.dir, job.resume) {
+        (Some(d), Some(o)) => Some(Resume::open(
+            d,
+            serde_json::to_value(cfg).map_err(|e| Error::Numerics(e.to_string()))?,
+            &train.fingerprint(),
+            o.clone(),
+        )?),
+        (None, Some(_)) => {
+            return Err(Error::Config(
+                "a resumable run needs an output directory".into(),
+            ));
+        }
+        _ => None,
+    };
+    if let Some(dir) = job.dir {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        if resume.is_none() {
+            crate::data::atomic::write_atomic(&dir.join("config.json"), cfg.to_json().as_bytes())?;
+        }
+        crate::data::tensors::export(&train, &dir.join("train.safetensors"), &[])?;
+    }
+    Ok(Prepared {
+        train,
+        test,
+        resume,
+    })
+}
+
+/// Run every seed of every job, `jobs` seeds at a time (each on one core; the results do not
+/// depend on `jobs`, see [`crate::parallel`]), and write each job's run directory.
+pub fn run_many(list: &[Job], jobs: usize) -> Result<Vec<BranchResult>> {
+    let prepared = list.iter().map(prepare_job).collect::<Result<Vec<_>>>()?;
+    let tasks: Vec<(usize, u64)> = list
+        .iter()
+        .enumerate()
+        .flat_map(|(j, job)| job.cfg.seeds.iter().map(move |&s| (j, s)))
+        .collect();
+    let seeds = crate::parallel::run_tasks(tasks.len(), jobs, |t| {
+        let (j, s) = tasks[t];
+        let (job, p) = (&list[j], &prepared[j]);
+        if let Some(r) = &p.resume
+            && let Some(done) = crate::resume::load_seed(r, s)?
+        {
+            return Ok(done);
+        }
+        let result = run_seed_with(job.cfg, &p.train, &p.test, s, job.dir, p.resume.as_ref())?;
+        if let Some(r) = &p.resume {
+            crate::resume::save_seed(r, &result)?;
+        }
+        Ok(result)
+    })?;
+    let mut seeds = seeds.into_iter();
+    let mut out = Vec::with_capacity(list.len());
+    for (job, p) in list.iter().zip(prepared) {
+        let mine: Vec<SeedBranches> = seeds.by_ref().take(job.cfg.seeds.len()).collect();
+        out.push(assemble(job, mine, p.train)?);
+    }
+    Ok(out)
+}
+
+fn assemble(job: &Job, seeds: Vec<SeedBranches>, train: Dataset) -> Result<BranchResult> {
+    let mut groups: Vec<String> = seeds[0].window_delta.keys().cloned().collect();
+    // Paper groups first (in id order), then the whole-set rows.
+    groups.sort_by_key(|g| {
+        (
+            crate::groups::GroupKind::ALL
+                .iter()
+                .position(|k| k.name() == g)
+                .unwrap_or(99),
+            g.clone(),
+        )
+    });
+    let result = BranchResult {
+        config: job.cfg.clone(),
+        groups,
+        seeds,
+        train,
+    };
+    if let Some(dir) = job.dir {
+        result.write(dir)?;
+    }
+    Ok(result)
+}
