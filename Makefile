@@ -19,6 +19,9 @@
 #                    compile settings of notebook code; tests/run_notebooks.py defaults them
 #                    to 3 / false / false (DESIGN.md section 3)
 #   CARGO_TEST_FLAGS extra flags for cargo test (e.g. --locked)
+#   NB_ARGS          extra flags for tests/run_notebooks.py, e.g. --keep-runs (reuse the runs of
+#                    the previous invocation in <output dir>/runs; only with unchanged code)
+#   EOSLAB_JOBS      runs side by side in the notebooks (default: the number of cores)
 # Nothing outside the project is written except the cargo-installed evcxr_jupyter binary
 # (~/.cargo/bin) and cargo's own registry cache.
 
@@ -52,7 +55,8 @@ export JUPYTER_RUNTIME_DIR := $(ROOT)/target/jupyter-runtime
 export JUPYTER_PLATFORM_DIRS := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-RUN_NOTEBOOKS := $(VPY) $(ROOT)/tests/run_notebooks.py --notebooks-dir $(ROOT)/notebooks
+NB_ARGS ?=
+RUN_NOTEBOOKS := $(VPY) $(ROOT)/tests/run_notebooks.py --notebooks-dir $(ROOT)/notebooks $(NB_ARGS)
 
 # Phase timing: $(T0) ... ; $(call T1,label)   (label without commas)
 T0 := t0=$$(date +%s)

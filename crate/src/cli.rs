@@ -84,7 +84,8 @@ pub fn sharpness(
 /// Where a claim's examples come from when not the shipped digits.
 #[derive(Clone, Debug, Default)]
 pub struct DataChoice {
-    /// A CSV (label in the last column) or safetensors (`x`, `y`) file.
+    /// A CSV (label in the last column) or safetensors (`x`, `y`) file, or MNIST IDX files
+    /// (their directory or the images file).
     pub path: Option<std::path::PathBuf>,
     /// Classes to keep, relabelled 0..k in this order.
     pub classes: Option<Vec<u32>>,

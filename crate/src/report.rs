@@ -139,6 +139,16 @@ pub fn window_metrics_frame(r: &BranchResult, branch: &str, metrics: &[&str]) ->
     Ok(DataFrame::new_infer_height(cols)?)
 }
 
+/// A cadence metric of one seed's branch as the means of its measured pairs of steps.
+fn paired(
+    s: &crate::branch::SeedBranches,
+    branch: &str,
+    group: &str,
+    metric: &str,
+) -> Vec<(f64, f64)> {
+    crate::branch::compare::pair_means(&s.log.series_steps(branch, s.seed, group, metric))
+}
+
 /// λ_max of the baseline, the EoS branch (solid) and the stable branch (dashed), with both
 /// thresholds, for seed index `i`.
 pub fn sharpness_figure(r: &BranchResult, i: usize) -> Result<Figure> {
@@ -265,13 +275,8 @@ pub fn projection_figure(r: &BranchResult, i: usize) -> Result<Figure> {
     )
     .log_y();
     for (c, g) in r.paper_groups().iter().enumerate() {
-        p = p.line(
-            g.clone(),
-            s.log.series("eos", s.seed, g, "proj2_vmax"),
-            c,
-            false,
-        );
-        p = p.line("", s.log.series("stable", s.seed, g, "proj2_vmax"), c, true);
+        p = p.line(g.clone(), paired(s, "eos", g, "proj2_vmax"), c, false);
+        p = p.line("", paired(s, "stable", g, "proj2_vmax"), c, true);
     }
     p.render()
 }
@@ -290,8 +295,8 @@ pub fn metric_figure(
         p = p.log_y();
     }
     for (c, g) in r.paper_groups().iter().enumerate() {
-        p = p.line(g.clone(), s.log.series("eos", s.seed, g, metric), c, false);
-        p = p.line("", s.log.series("stable", s.seed, g, metric), c, true);
+        p = p.line(g.clone(), paired(s, "eos", g, metric), c, false);
+        p = p.line("", paired(s, "stable", g, metric), c, true);
     }
     p.window(s.window.0, s.window.1, "window").render()
 }

@@ -122,6 +122,7 @@ fn interrupted_run_resumes_to_identical_results() {
     // Measured pairs of steps and t** located between measurements, as the CPU presets do.
     cfg.run.sharpness.every = eoslab::train::Every::pairs(3);
     cfg.t2_checks = 2;
+    cfg.after_t2 = Some(0.1);
     cfg.run.sharpness.lanczos.max_iter = 20;
     cfg.horizon = 0.6; // 12 EoS steps, 120 stable steps
     cfg.seeds = vec![0, 1];
@@ -168,11 +169,25 @@ fn interrupted_run_resumes_to_identical_results() {
     ));
     let p = branch::run_many(&[job(&full)], 2).unwrap().remove(0);
     assert_same(&a, &p);
-    // Every step of both branches has its group losses; the window's statistics are finite.
-    let s0 = &a.seeds[0];
-    let eos_steps = s0.log.series("eos", 0, "inlier", "step_loss").len();
-    assert_eq!(eos_steps, 12);
-    assert_eq!(s0.log.series("stable", 0, "train", "step_loss").len(), 120);
+    // Every step of both branches has its group losses, over the same effective time: up to
+    // 0.1 after t** when the stable branch reached it (at most the horizon, 0.6); the window's
+    // statistics are finite.
+    for s in &a.seeds {
+        let eos_steps = s.log.series("eos", s.seed, "inlier", "step_loss").len();
+        let stable_steps = s.log.series("stable", s.seed, "train", "step_loss").len();
+        assert!(
+            eos_steps <= 12 && stable_steps <= 120,
+            "{eos_steps} {stable_steps}"
+        );
+        assert!((eos_steps as f64 * 0.05 - stable_steps as f64 * 0.005).abs() < 0.026);
+        if let Some(t2) = s.t_star2 {
+            let end = s.t_star + stable_steps as f64 * 0.005;
+            assert!(
+                end >= t2 + 0.1 - 1e-9 || stable_steps == 120,
+                "{end} vs {t2}"
+            );
+        }
+    }
     assert!(
         a.band_effects()
             .iter()
@@ -290,4 +305,41 @@ fn interrupted_eos_claim_resumes_to_identical_runs() {
         assert_eq!(x.entry, y.entry);
     }
     assert_eq!(a.verdict().line(), b.verdict().line());
+}
+
+#[test]
+fn branches_end_a_set_time_after_t2() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("cifar");
+    synthetic(&data);
+    let mut cfg = small(&data);
+    cfg.run.hidden = vec![16, 16];
+    cfg.run.lr = 0.05;
+    cfg.run.burn_in = 0;
+    cfg.run.steps = 60;
+    cfg.run.sharpness.every = eoslab::train::Every::pairs(3);
+    cfg.run.sharpness.lanczos.max_iter = 20;
+    // A mild cut: the stable threshold 2/(0.9 η) ≈ 44 is just above the EoS one, so the stable
+    // branch reaches it soon.
+    cfg.design = branch::Design::Exit { m: 0.9 };
+    cfg.t2_checks = 2;
+    cfg.after_t2 = Some(0.3);
+    cfg.horizon = 3.0;
+    let r = branch::run_with(&cfg, None, None).unwrap();
+    let s = &r.seeds[0];
+    let t2 = s.t_star2.expect("the stable branch reaches 2/(mη)");
+    let end = |b: &str| {
+        s.log
+            .series(b, 0, "train", "step_loss")
+            .last()
+            .map(|p| p.0)
+            .unwrap()
+    };
+    // Both branches stop ≈ 0.3 after t** (the stable one at a measured pair, the EoS branch
+    // at the same effective time to within a step), well before the horizon.
+    let (e, st) = (end("eos"), end("stable"));
+    assert!(st + 0.045 >= t2 + 0.3 - 1e-9 && st < t2 + 0.3 + 0.15 + 0.05, "{st} vs t** {t2}");
+    assert!((e - st).abs() <= 0.05 + 1e-9, "eos {e} vs stable {st}");
+    assert!(st < s.t_star + cfg.horizon - 0.5);
+    assert_eq!(s.window, (s.t_star, t2));
 }

@@ -133,6 +133,9 @@ impl BranchResult {
         })
     }
 
+    /// Median and quartiles across seeds at each grid point, over the seeds whose curve
+    /// reaches it (runs may end at their own t** + `after_t2`), for as long as at least half
+    /// of the seeds do.
     fn band_of(
         &self,
         curve: impl Fn(&SeedBranches) -> Vec<(f64, f64)>,
@@ -142,18 +145,20 @@ impl BranchResult {
             .iter()
             .map(|s| curve(s).iter().map(|&(t, v)| (t - s.t_star, v)).collect())
             .collect();
-        let Some(n) = curves.iter().map(|c| c.len()).min() else {
-            return Vec::new();
-        };
-        (0..n)
-            .map(|i| {
-                let v: Vec<f64> = curves.iter().map(|c| c[i].1).collect();
-                (
-                    curves[0][i].0,
-                    median(&v),
-                    quantile(&v, 0.25),
-                    quantile(&v, 0.75),
-                )
+        let need = curves.len().div_ceil(2).max(1);
+        let longest = curves.iter().map(|c| c.len()).max().unwrap_or(0);
+        (0..longest)
+            .map_while(|i| {
+                let here: Vec<&(f64, f64)> = curves.iter().filter_map(|c| c.get(i)).collect();
+                (here.len() >= need).then(|| {
+                    let v: Vec<f64> = here.iter().map(|p| p.1).collect();
+                    (
+                        here[0].0,
+                        median(&v),
+                        quantile(&v, 0.25),
+                        quantile(&v, 0.75),
+                    )
+                })
             })
             .collect()
     }

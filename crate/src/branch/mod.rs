@@ -63,6 +63,10 @@ pub struct BranchConfig {
     /// (0: t** only at the measurement cadence).
     #[serde(default)]
     pub t2_checks: usize,
+    /// End both branches this much effective time after t** (`None`: always at the horizon,
+    /// which stays the cap). The window ends at t**; what follows is only for the figures.
+    #[serde(default)]
+    pub after_t2: Option<f64>,
 }
 
 impl BranchConfig {
@@ -141,6 +145,7 @@ fn run_branch(
     (name, seed): (&str, u64),
     resume: Option<&Resume>,
 ) -> Result<()> {
+    let measured_last = |i: usize| !schedule.pairs || !schedule.scheduled(i);
     let label = format!("{name} seed={seed}");
     let steps = (horizon / gd.state.lr).round() as usize;
     let start = gd.state.step;
@@ -157,9 +162,19 @@ fn run_branch(
                 ck.save_if_due(i, gd, &monitor.tracker, &monitor.log)?;
             }
             monitor.measure(gd)?;
+            // Stop a set stretch of effective time after t** (at the end of a measured pair).
+            if let Some(w) = watch
+                && let Some(after) = w.after
+                && let Some(t2) = first_reaching(monitor, w.threshold)
+                && measured_last(i)
+                && gd.state.t_eff >= t2 + after - 1e-9
+            {
+                break;
+            }
         } else if let Some(w) = watch
+            && w.every > 0
             && i.is_multiple_of(w.every)
-            && !reached(monitor, w.threshold)
+            && first_reaching(monitor, w.threshold).is_none()
         {
             monitor.measure_sharpness(gd)?;
         }
@@ -176,22 +191,25 @@ fn run_branch(
     Ok(())
 }
 
-/// Extra λ_max checks on a branch until λ_max first reaches `threshold` (after the fork's own
-/// measurement): they locate t** finer than the measurement cadence.
+/// How the stable branch watches for t**: λ_max-only checks every `every` steps (0: none)
+/// until λ_max first reaches `threshold` after the fork's own measurement, and, with `after`,
+/// a stop that stretch of effective time after it.
 #[derive(Clone, Copy, Debug)]
 struct Watch {
     every: usize,
     threshold: f64,
+    after: Option<f64>,
 }
 
-/// Whether a measurement after the first has λ_max ≥ `threshold`.
-fn reached(monitor: &Monitor, threshold: f64) -> bool {
+/// Effective time of the first measurement after the first with λ_max ≥ `threshold`.
+fn first_reaching(monitor: &Monitor, threshold: f64) -> Option<f64> {
     monitor
         .tracker
         .records
         .iter()
         .skip(1)
-        .any(|r| r.lambda_max() >= threshold)
+        .find(|r| r.lambda_max() >= threshold)
+        .map(|r| r.t_eff)
 }
 
 /// Prepare data and groups for a configuration: `(train with groups, test)`.
@@ -259,37 +277,39 @@ pub fn run_seed_with(
         ..cfg.run.sharpness.every.clone()
     };
     let seed_label = |name| (name, seed);
-    run_branch(
-        &mut eos,
-        &mut m_eos,
-        (&schedule(every), None),
-        cfg.horizon,
-        seed_label("eos"),
-        resume,
-    )?;
-    seconds.push(clock.elapsed().as_secs_f64());
+    // The stable branch first: it decides t**, and with `after_t2` where both branches end.
     let every_stable = ((dt / eta_stable).round() as usize).max(1);
     let thr_stable = 2.0 * (1.0 + cfg.run.momentum) / eta_stable;
-    let watch = (cfg.t2_checks > 0).then(|| Watch {
-        every: (every_stable / (cfg.t2_checks + 1)).max(1),
+    let watch = Watch {
+        every: if cfg.t2_checks > 0 {
+            (every_stable / (cfg.t2_checks + 1)).max(1)
+        } else {
+            0
+        },
         threshold: thr_stable,
-    });
+        after: cfg.after_t2,
+    };
     run_branch(
         &mut stable,
         &mut m_stable,
-        (&schedule(every_stable), watch),
+        (&schedule(every_stable), Some(watch)),
         cfg.horizon,
         seed_label("stable"),
         resume,
     )?;
     seconds.push(clock.elapsed().as_secs_f64());
-    let t_star2 = m_stable
-        .tracker
-        .records
-        .iter()
-        .skip(1)
-        .find(|r| r.lambda_max() >= thr_stable)
-        .map(|r| r.t_eff);
+    let t_star2 = first_reaching(&m_stable, thr_stable);
+    // The same effective time on the EoS branch (rounded to its steps).
+    let horizon = (stable.state.t_eff - t_star).min(cfg.horizon);
+    run_branch(
+        &mut eos,
+        &mut m_eos,
+        (&schedule(every), None),
+        horizon,
+        seed_label("eos"),
+        resume,
+    )?;
+    seconds.push(clock.elapsed().as_secs_f64());
     let window = (t_star, t_star2.unwrap_or(t_star + cfg.horizon));
     let measured = |m: &Monitor| m.tracker.records.len();
     eprintln!(
@@ -302,10 +322,10 @@ pub fn run_seed_with(
         seconds[0],
         fork_step,
         measured(&monitor),
-        seconds[1] - seconds[0],
+        seconds[2] - seconds[1],
         eos.state.step - fork_step,
         measured(&m_eos),
-        seconds[2] - seconds[1],
+        seconds[1] - seconds[0],
         stable.state.step - fork_step,
         measured(&m_stable),
     );

@@ -94,6 +94,7 @@ pub fn tradeoff(dir: &Path) -> BranchConfig {
         measurement: crate::branch::Measurement::EveryStep,
         monitor: crate::monitor::MonitorConfig::default(),
         t2_checks: 0,
+        after_t2: None,
     }
 }
 

@@ -76,6 +76,7 @@ pub fn digits_tradeoff() -> BranchConfig {
         measurement: crate::branch::Measurement::EveryStep,
         monitor: crate::monitor::MonitorConfig::default(),
         t2_checks: 0,
+        after_t2: None,
     }
 }
 
