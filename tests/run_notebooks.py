@@ -103,6 +103,7 @@ KERNEL_ENV_DEFAULTS = {
     "RAYON_NUM_THREADS": "1",
     # Show every column of the per-run and per-group tables (polars elides beyond 8 by default).
     "POLARS_FMT_MAX_COLS": "24",
+    "POLARS_TABLE_WIDTH": "220",
     # Independent runs (seeds, configurations) side by side, one core each: results do not
     # depend on it (eoslab::parallel), run time nearly halves on two cores.
     "EOSLAB_JOBS": str(os.cpu_count() or 1),

@@ -495,13 +495,7 @@ pub fn regime(out: &Path) -> Result<serde_json::Value> {
     use crate::experiment::regime;
     let cells = regime::default_cells();
     let results = regime::run(&cells, &out.join("runs"))?;
-    crate::metrics::write_frame(&mut regime::frame(&results)?, out, "regime")?;
-    for axis in ["group fraction", "n/d"] {
-        let stem = axis.replace([' ', '/'], "_");
-        regime::delta_figure(&results, axis)?.save(&out.join(format!("delta_{stem}.svg")))?;
-        regime::ratio_figure(&results, axis)?.save(&out.join(format!("ratio_{stem}.svg")))?;
-    }
-    println!("{}", regime::frame(&results)?);
+    println!("{}", regime::write(&results, out)?);
     Ok(serde_json::json!(
         results
             .iter()

@@ -109,21 +109,28 @@ fn assert_same(a: &BranchResult, b: &BranchResult) {
     }
 }
 
+/// [`small`] with hidden layers of 16 and η = 0.05 (2/η = 40: λ_max, 26 at init, crosses it at
+/// step 6), measured at pairs of steps every 3 as the CPU presets measure: for runs that need
+/// several branches' worth of steps.
+fn narrow(data: &Path) -> BranchConfig {
+    let mut cfg = small(data);
+    cfg.run.hidden = vec![16, 16];
+    cfg.run.lr = 0.05;
+    cfg.run.burn_in = 0;
+    cfg.run.steps = 60;
+    cfg.run.sharpness.every = eoslab::train::Every::pairs(3);
+    cfg.run.sharpness.lanczos.max_iter = 20;
+    cfg
+}
+
 #[test]
 fn interrupted_run_resumes_to_identical_results() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("cifar");
     synthetic(&data);
-    let mut cfg = small(&data);
-    cfg.run.hidden = vec![16, 16];
-    cfg.run.lr = 0.05; // 2/η = 40: λ_max (26 at init) crosses it at step 6
-    cfg.run.burn_in = 0;
-    cfg.run.steps = 60;
-    // Measured pairs of steps and t** located between measurements, as the CPU presets do.
-    cfg.run.sharpness.every = eoslab::train::Every::pairs(3);
+    let mut cfg = narrow(&data);
     cfg.t2_checks = 2;
     cfg.after_t2 = Some(0.1);
-    cfg.run.sharpness.lanczos.max_iter = 20;
     cfg.horizon = 0.6; // 12 EoS steps, 120 stable steps
     cfg.seeds = vec![0, 1];
     let opts = |budget: Option<usize>| ResumeOptions {
@@ -312,13 +319,7 @@ fn branches_end_a_set_time_after_t2() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("cifar");
     synthetic(&data);
-    let mut cfg = small(&data);
-    cfg.run.hidden = vec![16, 16];
-    cfg.run.lr = 0.05;
-    cfg.run.burn_in = 0;
-    cfg.run.steps = 60;
-    cfg.run.sharpness.every = eoslab::train::Every::pairs(3);
-    cfg.run.sharpness.lanczos.max_iter = 20;
+    let mut cfg = narrow(&data);
     // A mild cut: the stable threshold 2/(0.9 η) ≈ 44 is just above the EoS one, so the stable
     // branch reaches it soon.
     cfg.design = branch::Design::Exit { m: 0.9 };
@@ -338,7 +339,10 @@ fn branches_end_a_set_time_after_t2() {
     // Both branches stop ≈ 0.3 after t** (the stable one at a measured pair, the EoS branch
     // at the same effective time to within a step), well before the horizon.
     let (e, st) = (end("eos"), end("stable"));
-    assert!(st + 0.045 >= t2 + 0.3 - 1e-9 && st < t2 + 0.3 + 0.15 + 0.05, "{st} vs t** {t2}");
+    assert!(
+        st + 0.045 >= t2 + 0.3 - 1e-9 && st < t2 + 0.3 + 0.15 + 0.05,
+        "{st} vs t** {t2}"
+    );
     assert!((e - st).abs() <= 0.05 + 1e-9, "eos {e} vs stable {st}");
     assert!(st < s.t_star + cfg.horizon - 0.5);
     assert_eq!(s.window, (s.t_star, t2));

@@ -248,6 +248,19 @@ pub fn frame(results: &[CellResult]) -> Result<DataFrame> {
     ])?)
 }
 
+/// Write the table (`regime.parquet`, `regime.csv`) and the four figures (`delta_*.svg`,
+/// `ratio_*.svg`) into `dir`; returns the table.
+pub fn write(results: &[CellResult], dir: &Path) -> Result<DataFrame> {
+    let mut table = frame(results)?;
+    crate::metrics::write_frame(&mut table, dir, "regime")?;
+    for axis in ["group fraction", "n/d"] {
+        let stem = axis.replace([' ', '/'], "_");
+        delta_figure(results, axis)?.save(&dir.join(format!("delta_{stem}.svg")))?;
+        ratio_figure(results, axis)?.save(&dir.join(format!("ratio_{stem}.svg")))?;
+    }
+    Ok(table)
+}
+
 /// The cells along `axis` together with the preset's own cell, sorted by `x`.
 fn along<'a>(
     results: &'a [CellResult],
