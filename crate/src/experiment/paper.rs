@@ -5,7 +5,9 @@
 //! 0.1994, 0.2010); test = the test batch's images of the two classes. Groups of 25 per class
 //! (`GroupConfig::paper(25)`, injected, n unchanged). MLP 3072-512-512-2, ReLU, Kaiming-normal ×
 //! 0.2, zero biases. Full-batch GD at η = 0.01 (2/η = 200); MSE (paper convention) with exit
-//! fork m = 0.1, cross-entropy with m = 0.5. λ_max by Lanczos every 32 steps, warm-started.
+//! fork m = 0.1, cross-entropy with m = 0.5. λ_max by Lanczos every 32 steps, warm-started, and
+//! the group metrics with it, each at two consecutive steps; group losses at every step; t**
+//! located by three λ_max-only checks between two measurements of the stable branch.
 //!
 //! Choices the paper's text does not fix, made visible here: the baseline cap (20,000 steps),
 //! the burn-in before t* is looked for (64 steps), the comparison horizon after the fork
@@ -49,9 +51,11 @@ pub fn data(dir: &Path) -> DataConfig {
 }
 
 /// One paper-scale training run: MLP 3072-512-512-2 ReLU, init 0.2, MSE, η = 0.01, λ_max
-/// every 32 steps (warm-started Lanczos, relative residual 1e-4), f32 on the CPU (set `device`
-/// for a GPU).
+/// every 32 steps at two consecutive steps (warm-started Lanczos, relative residual 1e-4), f32
+/// on the CPU (set `device` for a GPU).
 pub fn run(dir: &Path) -> RunConfig {
+    let mut sharpness = super::presets::sharpness_every(32);
+    sharpness.every = crate::train::Every::pairs(32);
     RunConfig {
         data: data(dir),
         hidden: vec![512, 512],
@@ -61,7 +65,7 @@ pub fn run(dir: &Path) -> RunConfig {
         lr: 0.01,
         momentum: 0.0,
         steps: 20_000,
-        sharpness: super::presets::sharpness_every(32),
+        sharpness,
         burn_in: 64,
         dtype: "f32".into(),
         device: "cpu".into(),
@@ -72,11 +76,12 @@ pub fn run(dir: &Path) -> RunConfig {
 /// Claim `eos` at paper scale: η ∈ {0.01, 0.02}, five seeds, 10,000 steps, on the branching
 /// claims' training set (groups injected).
 pub fn eos(dir: &Path) -> EosConfig {
+    let mut run = run(dir);
+    run.steps = 10_000;
+    // λ_max only, so single steps.
+    run.sharpness.every = crate::train::Every::new(32);
     EosConfig {
-        run: RunConfig {
-            steps: 10_000,
-            ..run(dir)
-        },
+        run,
         lrs: vec![0.01, 0.02],
         seeds: (0..5).collect(),
         groups: Some(GroupConfig::paper(GROUP_PER_CLASS)),
@@ -93,7 +98,7 @@ pub fn tradeoff(dir: &Path) -> BranchConfig {
         seeds: (0..5).collect(),
         measurement: crate::branch::Measurement::EveryStep,
         monitor: crate::monitor::MonitorConfig::default(),
-        t2_checks: 0,
+        t2_checks: 3,
         after_t2: None,
     }
 }
