@@ -265,7 +265,7 @@ impl LinePlot {
         let log_y = self.log_y;
         let fmt_y = move |v: &f64| {
             if log_y {
-                format!("{:.0e}", 10f64.powf(*v))
+                two_digits(10f64.powf(*v))
             } else {
                 format!("{v:.3}")
             }
@@ -334,6 +334,20 @@ impl LinePlot {
     }
 }
 
+/// `x` to two significant digits: plain between 0.001 and 9,999, scientific outside. (Log-axis
+/// ticks fall at arbitrary values: one digit, as `{:.0e}` gives, can misplace a curve by 20 %.)
+fn two_digits(x: f64) -> String {
+    if x == 0.0 || !x.is_finite() {
+        return format!("{x}");
+    }
+    let e = x.abs().log10().floor() as i32;
+    if (-3..4).contains(&e) {
+        format!("{:.*}", (1 - e).max(0) as usize, x)
+    } else {
+        format!("{x:.1e}")
+    }
+}
+
 /// Several figures side by side (shown together in a notebook cell).
 #[derive(Clone, Debug)]
 pub struct Row(pub Vec<Figure>);
@@ -378,10 +392,14 @@ mod tests {
             .log_y()
             .render()
             .unwrap();
-        assert!(
-            log.svg.contains("1e0") || log.svg.contains("1e-1"),
-            "log ticks"
-        );
+        // Ticks at 10^(k/2): 0.0010, 0.0032, …, 0.32, 1.0.
+        for tick in ["0.0032", "0.32", "1.0"] {
+            assert!(log.svg.contains(&format!("\n{tick}\n")), "log tick {tick}");
+        }
+        assert_eq!(two_digits(2.818), "2.8");
+        assert_eq!(two_digits(0.0631), "0.063");
+        assert_eq!(two_digits(316.2), "316");
+        assert_eq!(two_digits(1.5e-5), "1.5e-5");
     }
 
     #[test]
