@@ -156,13 +156,19 @@ gpu-check:
 	@bash "$(ROOT)/tests/gpu_check.sh"
 
 # ---- Benchmark against PyTorch (a benchmark, not a test: not in `make test` or CI) ------------
-#   make bench          eoslab's bench (crate/examples/bench.rs, release) against the PyTorch
-#                       reference bench/reference.py doing the identical work, alternating; prints
-#                       medians, spread and eoslab / PyTorch per primitive, size and dtype, and
-#                       writes target/bench/results-*.json. First time: .venv-bench with
-#                       bench/requirements.txt (~3 GB of wheels) and the problems in
-#                       target/bench/data (~270 MB). Full run ≈ 30 min on 2 cores; quiet machine!
-#   BENCH_ARGS          e.g. --quick (fewer repetitions), --threads 1, --sizes digits,
+#   make bench          first the GEMM calibration (bench/gemm: the exact products of a step
+#                       and an HVP at paper and CIFAR-subset size with every candidate library:
+#                       the gemm crate's AVX2 and AVX-512 kernels, faer, OpenBLAS and BLIS where
+#                       Debian's libopenblas0-pthread / libblis4-openmp are installed, MKL from
+#                       PyPI; against torch.matmul), then eoslab's bench (crate/examples/bench.rs,
+#                       release) against the PyTorch reference bench/reference.py doing the
+#                       identical work, alternating; prints medians, spread and eoslab / PyTorch
+#                       per primitive, size and dtype, and writes target/bench/results-*.json.
+#                       First time: .venv-bench with bench/requirements.txt (~3 GB of wheels)
+#                       and the problems in target/bench/data (~270 MB). Full run ≈ 40 min on
+#                       2 cores; quiet machine!
+#   BENCH_ARGS          e.g. --quick (fewer repetitions), --threads 1, --sizes cifar,digits,
+#                       --calibrate none (skip the calibration) or --calibrate 2,
 #                       --dtypes f32, --prims gd_step,hvp, --derivatives autodiff, --batch 1
 BENCH_VENV := $(ROOT)/.venv-bench
 BENCH_STAMP := $(BENCH_VENV)/.requirements-installed
@@ -177,6 +183,10 @@ $(BENCH_STAMP): $(ROOT)/bench/requirements.txt
 	@"$(BENCH_VENV)/bin/python" -m pip install --quiet --no-input -r "$(ROOT)/bench/requirements.txt"
 	@touch "$@"
 
+GEMM_CAL := cargo build --release --quiet --manifest-path $(ROOT)/bench/gemm/Cargo.toml --target-dir $(ROOT)/target/bench/gemm-build
+
 bench: bench-venv
 	@cargo build --release --example bench
+	@$(GEMM_CAL)/avx2 --features faer
+	@$(GEMM_CAL)/avx512 --features avx512
 	@"$(BENCH_VENV)/bin/python" "$(ROOT)/bench/run.py" $(BENCH_ARGS)

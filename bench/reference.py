@@ -12,6 +12,7 @@ Primitives (see crate/examples/bench.rs for the eoslab side):
            LinearOperator of HVPs (graph included)
   groups   graph, then for the training set (value and gradient from the graph) and each group:
            loss, ‖g‖, cos²(g, v0), gᵀHg
+  gemm_set calibration: one recorded set of matrix products with torch.matmul (see bench/gemm)
   run      `run_steps` GD steps from θ0, measuring as eoslab's Monitor does every `run_every`
            steps: graph, warm-started eigsh, then for the training set (value and gradient
            from the graph) and each group (a value-and-gradient pass): an accuracy forward
@@ -230,6 +231,56 @@ class Case:
         raise ValueError(f"unknown primitive {prim!r}")
 
 
+def gemm_set(req):
+    """Calibration: time one recorded set of matrix products (see bench/gemm) with torch.matmul
+    at the requested threads, as one back-to-back sequence, `reps` times after an untimed pass;
+    the error is against the same products in f64 from the same (rounded) inputs."""
+    dtype = {"f32": torch.float32, "f64": torch.float64}[req["dtype"]]
+    gen = torch.Generator().manual_seed(0)
+    ops, dst = [], []
+    for c in req["calls"]:
+        a = torch.rand(c["k"] if c["ta"] else c["m"], c["m"] if c["ta"] else c["k"],
+                       generator=gen, dtype=torch.float64).sub_(0.5).to(dtype)
+        b = torch.rand(c["n"] if c["tb"] else c["k"], c["k"] if c["tb"] else c["n"],
+                       generator=gen, dtype=torch.float64).sub_(0.5).to(dtype)
+        ops.append((a.t() if c["ta"] else a, b.t() if c["tb"] else b, c["accumulate"]))
+        if not c["accumulate"]:
+            dst.append(torch.empty(c["m"], c["n"], dtype=dtype))
+
+    def run_pass():
+        j = -1
+        for a, b, acc in ops:
+            if acc:
+                dst[j].addmm_(a, b)
+            else:
+                j += 1
+                torch.matmul(a, b, out=dst[j])
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(req["threads"])
+    try:
+        run_pass()
+        err, j = 0.0, -1
+        refs = []
+        for a, b, acc in ops:
+            p = a.double() @ b.double()
+            if acc:
+                refs[-1] += p
+            else:
+                refs.append(p)
+        for d_, r in zip(dst, refs):
+            err = max(err, float((d_.double() - r).abs().max() / r.abs().max()))
+        times = []
+        for _ in range(req["reps"]):
+            t = time.perf_counter()
+            run_pass()
+            times.append(time.perf_counter() - t)
+    finally:
+        torch.set_num_threads(old)
+    times.sort()
+    return times[len(times) // 2], {"min": times[0], "max": times[-1], "max_rel_err": err}
+
+
 def serve(d):
     cases = {}
     for line in sys.stdin:
@@ -237,6 +288,10 @@ def serve(d):
             continue
         try:
             req = json.loads(line)
+            if req["prim"] == "gemm_set":
+                s, info = gemm_set(req)
+                print(json.dumps({"seconds": s, "info": info}), flush=True)
+                continue
             case = req["case"]
             if case not in cases:
                 size, dt = case.split("-")

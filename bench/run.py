@@ -2,16 +2,22 @@
 the PyTorch reference (bench/reference.py), alternating the two, and print medians, spread and
 the ratio eoslab / PyTorch as a table. Not a test; needs the bench venv (`make bench-venv`).
 
-    python bench/run.py [--quick] [--threads 2] [--sizes paper,digits] [--dtypes f32,f64]
+    python bench/run.py [--quick] [--threads 2] [--sizes paper,cifar,digits] [--dtypes f32,f64]
                         [--prims gd_step,graph,hvp,eig,groups,run] [--reps N] [--batch 10]
-                        [--dir target/bench]
+                        [--calibrate 1,2 | --calibrate none] [--dir target/bench]
+
+First the GEMM calibration (`--calibrate`, thread counts): the exact matrix products of one GD
+step and one HVP at each size (recorded from eoslab's kernels), timed with every candidate
+library (bench/gemm: the `gemm` crate with its AVX2 and its AVX-512 kernels, faer, OpenBLAS and
+BLIS from Debian's packages, MKL from PyPI's `mkl` wheel) and with torch.matmul; then the
+primitives.
 
 Both sides run as long-lived worker processes that answer one timing request at a time, so the
 timings exclude process start, data loading and first-touch allocation (one untimed warm-up per
 primitive and side), and the two alternate (eoslab first on even repetitions, PyTorch first on
 odd ones) so that slow drifts of the machine hit both alike. Each worker uses the same number of
 threads (RAYON_NUM_THREADS for eoslab; torch.set_num_threads, OMP/MKL_NUM_THREADS for PyTorch).
-The digits-size primitives (milliseconds) are timed `--batch` times back to back per repetition
+The cifar- and digits-size primitives (milliseconds) are timed `--batch` times back to back per repetition
 after one untimed call, as a run calls them; the paper-size ones (seconds) once per repetition.
 """
 import argparse
@@ -25,6 +31,26 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRIMS = ["gd_step", "graph", "hvp", "eig", "groups", "run"]
+SIZES = ["paper", "cifar", "digits"]
+# CBLAS libraries of the calibration: (name, path, extra environment). Debian's OpenBLAS 0.3.21
+# takes recent Xeons for a "Prescott" (SSE3: 12-17 GFLOP/s a core where the others reach
+# 90-150) and would dominate the run's time, so it runs with its AVX-512 kernels named.
+GEMM_BIN = os.path.join(ROOT, "target", "bench", "gemm-build", "{}", "release", "gemm-calibration")
+def _avx512():
+    try:
+        return any(l.startswith("flags") and " avx512f " in l + " " for l in open("/proc/cpuinfo"))
+    except OSError:
+        return False
+
+
+OPENBLAS = "/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0"
+BLAS = [
+    ("OpenBLAS 0.3.21 (SkylakeX kernels)", OPENBLAS, {"OPENBLAS_CORETYPE": "SkylakeX"})
+    if _avx512() else ("OpenBLAS 0.3.21", OPENBLAS, {}),
+    ("BLIS 0.9.0", "/usr/lib/x86_64-linux-gnu/blis-openmp/libblis.so.4", {}),
+    ("MKL 2026.2", os.path.join(ROOT, ".venv-bench", "lib", "libmkl_rt.so.3"), {}),
+]
+TORCH = "PyTorch matmul (MKL)"
 LABELS = {
     "gd_step": "GD step",
     "gemm": "GEMM x·W1ᵀ (calibration)",
@@ -98,7 +124,9 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="fewer repetitions, shorter runs")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--sizes", default="paper,digits")
+    ap.add_argument("--sizes", default=",".join(SIZES))
+    ap.add_argument("--calibrate", default="1,2",
+                    help="thread counts of the GEMM calibration, or 'none'")
     ap.add_argument("--dtypes", default="f32,f64")
     ap.add_argument("--prims", default=",".join(PRIMS))
     ap.add_argument("--reps", type=int, default=None, help="repetitions for every primitive")
@@ -106,12 +134,12 @@ def main():
     ap.add_argument("--bin", default=os.path.join(ROOT, "target", "release", "examples", "bench"))
     ap.add_argument("--python", default=sys.executable)
     ap.add_argument("--batch", type=int, default=10,
-                    help="back-to-back calls per repetition for the digits-size primitives (not eig, run)")
+                    help="back-to-back calls per repetition for the cifar- and digits-size primitives (not eig, run)")
     ap.add_argument("--derivatives", default="auto", choices=["auto", "autodiff"],
                     help="eoslab's derivatives: closed form for MLPs (auto) or candle autodiff")
     args = ap.parse_args()
     data = os.path.join(args.dir, "data")
-    if not all(os.path.exists(os.path.join(data, s + ".json")) for s in ("paper", "digits")):
+    if not all(os.path.exists(os.path.join(data, s + ".json")) for s in SIZES):
         print("== preparing benchmark problems in", data, flush=True)
         subprocess.run([args.bin, "prepare", data], check=True)
 
@@ -122,8 +150,10 @@ def main():
                MKL_NUM_THREADS=t, OPENBLAS_NUM_THREADS="1")
     ours = Worker("eoslab", [args.bin, "serve", data], env)
     ref = Worker("pytorch", [args.python, os.path.join(ROOT, "bench", "reference.py"), "serve", data], env)
-    results = []
+    results, calibration = [], []
     try:
+        if args.calibrate != "none":
+            calibration = calibrate(args, ours, ref)
         for size in args.sizes.split(","):
             meta = json.load(open(os.path.join(data, size + ".json")))
             for dtype in args.dtypes.split(","):
@@ -149,7 +179,7 @@ def main():
                     # Millisecond primitives are timed as a run calls them, back to back: after a
                     # pause (the other worker's turn) the first call pays for waking thread pools
                     # and refilling caches, which a run does not (--batch 1 times single calls).
-                    batch = args.batch if (size == "digits" and prim not in ("eig", "run")) else 1
+                    batch = args.batch if (size != "paper" and prim not in ("eig", "run")) else 1
                     for r in range(reps):
                         order = [ours, ref] if r % 2 == 0 else [ref, ours]
                         for w in order:
@@ -179,10 +209,105 @@ def main():
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = os.path.join(args.dir, f"results-{stamp}.json")
     with open(out, "w") as f:
-        json.dump({"threads": args.threads, "quick": args.quick, "results": results}, f, indent=1)
+        json.dump({"threads": args.threads, "quick": args.quick, "results": results,
+                   "calibration": calibration}, f, indent=1)
     print()
+    if calibration:
+        print(calibration_table(calibration))
+        print()
     print(table(results, args.threads))
     print(f"\n(raw timings: {os.path.relpath(out, ROOT)})")
+
+
+def calibrate(args, ours, ref):
+    """The GEMM calibration: every candidate on the recorded products, one row per candidate,
+    set, dtype and thread count."""
+    sets = {}
+    for size in [s for s in args.sizes.split(",") if s in ("paper", "cifar")]:
+        info = ours.ask({"case": f"{size}-f32", "prim": "gemm_calls"})["info"]
+        sets[f"{size} step"], sets[f"{size} hvp"] = info["step"], info["hvp"]
+    if not sets:
+        return []
+    calls = os.path.join(args.dir, "gemm-calls.json")
+    with open(calls, "w") as f:
+        json.dump(sets, f)
+    reps = 3 if args.quick else 5
+    rows = []
+    for threads in [int(t) for t in args.calibrate.split(",")]:
+        for dtype in args.dtypes.split(","):
+            env = dict(os.environ, RAYON_NUM_THREADS=str(threads))
+            for var in ("OPENBLAS_NUM_THREADS", "BLIS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS"):
+                env[var] = str(threads)
+            runs = [("avx2", [], {}), ("avx512", [], {})]
+            for name, path, extra in BLAS:
+                if os.path.exists(path):
+                    runs.append(("avx2", [f"{name}={path}"], extra))
+                else:
+                    print(f"   (calibration: {name} not found at {path})", flush=True)
+            for build, libs, extra in runs:
+                out = subprocess.run([GEMM_BIN.format(build), calls, dtype, str(reps)] + libs,
+                                     env=dict(env, **extra), capture_output=True, text=True)
+                if out.returncode != 0:
+                    raise RuntimeError(f"gemm calibration ({build} {libs}): {out.stderr.strip()}")
+                for line in out.stdout.splitlines():
+                    r = json.loads(line)
+                    # The library runs repeat the Rust candidates; keep the first of each.
+                    if libs and not any(r["candidate"].startswith(n) for n, _, _ in BLAS):
+                        continue
+                    rows.append(r)
+            for name, cs in sets.items():
+                rep = ref.ask({"prim": "gemm_set", "calls": cs, "dtype": dtype, "threads": threads,
+                               "reps": reps})
+                flops = sum(2.0 * c["m"] * c["n"] * c["k"] for c in cs)
+                rows.append({"set": name, "dtype": dtype, "threads": threads, "candidate": TORCH,
+                             "median": rep["seconds"], "min": rep["info"]["min"],
+                             "max": rep["info"]["max"], "gflops": flops / rep["seconds"] / 1e9,
+                             "max_rel_err": rep["info"]["max_rel_err"], "calls": len(cs)})
+            for name in sets:
+                line = [r for r in rows if (r["set"], r["dtype"], r["threads"]) == (name, dtype, threads)]
+                t = {r["candidate"]: r["median"] for r in line}
+                print(f"calibration {name:11s} {dtype} {threads}T  " + "  ".join(
+                    f"{c} {v * 1e3:.1f} ms ({v / t[TORCH]:.2f})" for c, v in t.items()), flush=True)
+    return rows
+
+
+def calibration_table(rows):
+    cands = []
+    for r in rows:
+        if r["candidate"] not in cands:
+            cands.append(r["candidate"])
+    cands.sort(key=lambda c: c != TORCH)
+    keys = []
+    for r in rows:
+        k = (r["set"], r["dtype"], r["threads"])
+        if k not in keys:
+            keys.append(k)
+    lines = ["GEMM calibration: the recorded products of one GD step / one HVP, median ms per set "
+             "(ratio to PyTorch's matmul, which calls MKL), GFLOP/s of the best",
+             "",
+             "| set | dtype | threads | " + " | ".join(cands) + " | best GFLOP/s |",
+             "|---|---|---|" + "---|" * (len(cands) + 1)]
+    for k in keys:
+        line = {r["candidate"]: r for r in rows if (r["set"], r["dtype"], r["threads"]) == k}
+        ref = line[TORCH]["median"]
+        cells = []
+        for c in cands:
+            if c in line:
+                v = line[c]["median"]
+                cells.append(f"{v * 1e3:.1f} ({v / ref:.2f})")
+            else:
+                cells.append("–")
+        best = max(line.values(), key=lambda r: r["gflops"])
+        lines.append(f"| {k[0]} | {k[1]} | {k[2]} | " + " | ".join(cells) + f" | {best['gflops']:.0f} |")
+    lines += ["", "largest relative difference of any product against an f64 product of the same inputs:",
+              "", "| dtype | " + " | ".join(cands) + " |", "|---|" + "---|" * len(cands)]
+    for dt in sorted({r["dtype"] for r in rows}):
+        errs = []
+        for c in cands:
+            e = [r["max_rel_err"] for r in rows if r["candidate"] == c and r["dtype"] == dt]
+            errs.append(f"{max(e):.1e}" if e else "–")
+        lines.append(f"| {dt} | " + " | ".join(errs) + " |")
+    return "\n".join(lines)
 
 
 def fmt(s):

@@ -21,7 +21,7 @@
 //!   λ_max to tol, and per group loss, accuracy, ‖g‖, cos², gᵀHg).
 use candle_core::{DType, Device, Tensor};
 use eoslab::data::Dataset;
-use eoslab::experiment::presets;
+use eoslab::experiment::{cifar_subset, presets};
 use eoslab::groups::{self, GroupConfig};
 use eoslab::hessian::{HessianOp, LanczosConfig};
 use eoslab::loss::LossKind;
@@ -191,6 +191,32 @@ fn prepare(dir: &Path) -> Res<()> {
     write_problem(dir, &ds, &meta, 0)?;
     eprintln!("prepared {}: n = {}", meta.size, meta.n);
 
+    // The CIFAR-10 subset preset of the notebooks: 256-256-256-2 ReLU on 16 × 16 grey images.
+    let ds = {
+        let (train, _) = cifar_subset::data().load()?;
+        groups::build(&train, &cifar_subset::groups())?.train
+    };
+    let cfg = cifar_subset::run();
+    let mut widths = vec![ds.d];
+    widths.extend(&cfg.hidden);
+    widths.push(ds.n_classes);
+    let meta = Meta {
+        size: "cifar".into(),
+        params: sequential_names(&widths),
+        widths,
+        activation: "relu".into(),
+        loss: cfg.loss.to_string(),
+        lr: cfg.lr,
+        n: ds.n(),
+        groups: group_ids(&ds),
+        tol: cfg.sharpness.lanczos.tol,
+        max_iter: cfg.sharpness.lanczos.max_iter,
+        run_steps: 2 * cfg.sharpness.every.k + 1,
+        run_every: cfg.sharpness.every.k,
+    };
+    write_problem(dir, &ds, &meta, 0)?;
+    eprintln!("prepared {}: n = {}", meta.size, meta.n);
+
     // The notebook preset: digits 64-256-256-2 tanh, η = 0.1, λ_max every 20 steps to 1e-4;
     // the run goes to the measurement at which λ_max first reaches 2/η after the burn-in (t*).
     let ds = digits_train()?;
@@ -343,6 +369,15 @@ impl Case {
                 let rec = self.gd.step(&mut [])?;
                 let s = t.elapsed().as_secs_f64();
                 (s, json!({"loss": rec.loss, "grad_norm": rec.grad_norm}))
+            }
+            "gemm_calls" => {
+                // Calibration: the matrix products of one GD step and one HVP, as recorded.
+                let (rec, step) = eoslab::kernels::record_gemms(|| self.gd.step(&mut []));
+                rec?;
+                let op = HessianOp::new(&self.gd.model, &self.gd.objective)?;
+                let (hv, hvp) = eoslab::kernels::record_gemms(|| op.apply(&self.v0));
+                hv?;
+                (0.0, json!({"step": step, "hvp": hvp}))
             }
             "gemm" => {
                 // Calibration, not a primitive: the first layer's product x W1ᵀ alone.

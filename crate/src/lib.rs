@@ -10,7 +10,7 @@ pub mod error;
 pub mod experiment;
 pub mod groups;
 pub mod hessian;
-mod kernels;
+pub mod kernels;
 pub mod loss;
 pub mod metrics;
 pub mod model;

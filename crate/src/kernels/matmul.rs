@@ -1,8 +1,73 @@
-//! Sums of matrix products accumulated into one buffer, with the `gemm` crate on the CPU.
+//! Sums of matrix products accumulated into one buffer, with the `gemm` crate on the CPU, and a
+//! recorder of the products asked for (their shapes feed `make bench`'s GEMM calibration).
 use super::*;
 
+/// One matrix product as the closed-form derivatives ask for it: `op(a) [m, k] × op(b) [k, n]`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct GemmCall {
+    /// Rows of the result.
+    pub m: usize,
+    /// Columns of the result.
+    pub n: usize,
+    /// Inner dimension.
+    pub k: usize,
+    /// `a` is stored `[k, m]` and used transposed.
+    pub ta: bool,
+    /// `b` is stored `[n, k]` and used transposed.
+    pub tb: bool,
+    /// Added into the result of the previous call (a sum of two products).
+    pub accumulate: bool,
+    /// "f32" or "f64".
+    pub dtype: String,
+}
+
+thread_local! {
+    // The products of this thread while a recording is on (recording is per thread, so tests
+    // running side by side never see each other's products).
+    static CALLS: std::cell::RefCell<Option<Vec<GemmCall>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Run `f` and return, in call order, every CPU matrix product the closed-form MLP derivatives
+/// computed meanwhile on this thread, so that a benchmark can time exactly those shapes.
+pub fn record_gemms<R>(f: impl FnOnce() -> R) -> (R, Vec<GemmCall>) {
+    let outer = CALLS.with(|c| c.replace(Some(Vec::new())));
+    let r = f();
+    let calls = CALLS.with(|c| c.replace(outer)).unwrap_or_default();
+    (r, calls)
+}
+
+fn record(call: impl FnOnce() -> GemmCall) {
+    CALLS.with(|c| {
+        if let Some(list) = c.borrow_mut().as_mut() {
+            list.push(call());
+        }
+    });
+}
+
+thread_local! {
+    // Threads for the products on this thread (tests compare counts); 0: candle's setting.
+    static THREADS: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Run the products on this thread with `n` GEMM threads (for tests of thread independence).
+#[cfg(test)]
+pub(crate) fn with_threads<R>(n: usize, f: impl FnOnce() -> R) -> R {
+    let old = THREADS.with(|t| t.replace(n));
+    let r = f();
+    THREADS.with(|t| t.set(old));
+    r
+}
+
+// The `gemm` crate splits the output's rows and columns among threads, never the inner sum, so
+// a product's bits do not depend on the thread count (tested below).
 fn parallelism() -> gemm::Parallelism {
-    match candle_core::utils::get_num_threads() {
+    let set = THREADS.with(|t| t.get());
+    let n = if set > 0 {
+        set
+    } else {
+        candle_core::utils::get_num_threads()
+    };
+    match n {
         0 | 1 => gemm::Parallelism::None,
         n => gemm::Parallelism::Rayon(n),
     }
@@ -93,6 +158,15 @@ fn matmul_cpu<T: WithDType>(terms: &[(Op, Op)], m: usize, n: usize) -> Result<Te
     for (i, (a, b)) in terms.iter().enumerate() {
         let k = a.dims()?.1;
         let ((a_rs, a_cs), (b_rs, b_cs)) = (a.strides()?, b.strides()?);
+        record(|| GemmCall {
+            m,
+            n,
+            k,
+            ta: a.transposed,
+            tb: b.transposed,
+            accumulate: i > 0,
+            dtype: format!("{:?}", T::DTYPE).to_lowercase(),
+        });
         let (at, bt) = (a.t, b.t);
         with_slices!(T, [at, bt], {
             // SAFETY: dst is m×n row-major; a and b are contiguous with the dimensions and

@@ -188,6 +188,7 @@ mod reduce;
 mod tanh;
 
 pub(crate) use fused::{bias_act, bias_mul, col_sum, mul_add, mul_pair};
+pub use matmul::{GemmCall, record_gemms};
 pub(crate) use matmul::{matmul, n, t};
 pub(crate) use reduce::{axpy, dot, slice_dot};
 pub(crate) use tanh::{tanh, tanh64};
@@ -333,5 +334,79 @@ mod tests {
                 ]
             });
         }
+    }
+
+    #[test]
+    fn products_do_not_depend_on_the_thread_count() {
+        // Large enough for the `gemm` crate to block the inner dimension and split the output
+        // among threads; a sum of two products accumulates into one buffer.
+        let (m, k, nn) = (300, 2500, 200);
+        for dt in [DType::F32, DType::F64] {
+            let mk = |r: usize, c: usize, seed: u64| {
+                let v: Vec<f64> = crate::rng::Rng::stream(seed, "gemm-threads").normals(r * c);
+                Tensor::from_vec(v, (r, c), &Device::Cpu)
+                    .unwrap()
+                    .to_dtype(dt)
+                    .unwrap()
+            };
+            let (a, b, c2, d2) = (mk(k, m, 1), mk(k, nn, 2), mk(m, k, 3), mk(nn, k, 4));
+            let run = || {
+                vec![
+                    matmul(&[(t(&a), n(&b))]).unwrap(),
+                    matmul(&[(t(&a), n(&b)), (n(&c2), t(&d2))]).unwrap(),
+                ]
+            };
+            let one = matmul::with_threads(1, run);
+            let two = matmul::with_threads(2, run);
+            let three = matmul::with_threads(3, run);
+            for ((x, y), z) in one.iter().zip(&two).zip(&three) {
+                let bits = |t: &Tensor| -> Vec<u64> {
+                    t.to_dtype(DType::F64)
+                        .unwrap()
+                        .flatten_all()
+                        .unwrap()
+                        .to_vec1::<f64>()
+                        .unwrap()
+                        .into_iter()
+                        .map(f64::to_bits)
+                        .collect()
+                };
+                assert_eq!(bits(x), bits(y), "{dt:?}: 1 vs 2 threads");
+                assert_eq!(bits(x), bits(z), "{dt:?}: 1 vs 3 threads");
+            }
+            // And the product is right: against candle's generic form.
+            let prev = force_generic(true);
+            let slow = run();
+            force_generic(prev);
+            let tol = if dt == DType::F64 { 1e-12 } else { 1e-4 };
+            for (x, y) in one.iter().zip(&slow) {
+                let diff = (x - y).unwrap().abs().unwrap().max_all().unwrap();
+                let scale = y.abs().unwrap().max_all().unwrap();
+                let r = (diff / scale).unwrap().to_dtype(DType::F64).unwrap();
+                let r = r.to_scalar::<f64>().unwrap();
+                assert!(r <= tol, "{dt:?}: relative difference {r:e}");
+            }
+        }
+    }
+
+    #[test]
+    fn products_are_recorded_with_their_shapes() {
+        let x = Tensor::ones((5, 3), DType::F32, &Device::Cpu).unwrap();
+        let w = Tensor::ones((4, 3), DType::F32, &Device::Cpu).unwrap();
+        let (r, calls) = record_gemms(|| matmul(&[(n(&x), t(&w)), (n(&x), t(&w))]));
+        assert_eq!(r.unwrap().dims(), &[5, 4]);
+        let call = |accumulate| GemmCall {
+            m: 5,
+            n: 4,
+            k: 3,
+            ta: false,
+            tb: true,
+            accumulate,
+            dtype: "f32".into(),
+        };
+        assert_eq!(calls, vec![call(false), call(true)]);
+        // Off again afterwards.
+        matmul(&[(n(&x), t(&w))]).unwrap();
+        assert!(record_gemms(|| ()).1.is_empty());
     }
 }
