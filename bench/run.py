@@ -238,12 +238,16 @@ def calibrate(args, ours, ref):
             env = dict(os.environ, RAYON_NUM_THREADS=str(threads))
             for var in ("OPENBLAS_NUM_THREADS", "BLIS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS"):
                 env[var] = str(threads)
+            # Libraries that need no environment of their own share the first process (each
+            # process computes the f64 reference products once); the others get one each.
             runs = [("avx2", [], {}), ("avx512", [], {})]
             for name, path, extra in BLAS:
-                if os.path.exists(path):
+                if not os.path.exists(path):
+                    print(f"   (calibration: {name} not found at {path})", flush=True)
+                elif extra:
                     runs.append(("avx2", [f"{name}={path}"], extra))
                 else:
-                    print(f"   (calibration: {name} not found at {path})", flush=True)
+                    runs[0][1].append(f"{name}={path}")
             for build, libs, extra in runs:
                 out = subprocess.run([GEMM_BIN.format(build), calls, dtype, str(reps)] + libs,
                                      env=dict(env, **extra), capture_output=True, text=True)
@@ -251,8 +255,8 @@ def calibrate(args, ours, ref):
                     raise RuntimeError(f"gemm calibration ({build} {libs}): {out.stderr.strip()}")
                 for line in out.stdout.splitlines():
                     r = json.loads(line)
-                    # The library runs repeat the Rust candidates; keep the first of each.
-                    if libs and not any(r["candidate"].startswith(n) for n, _, _ in BLAS):
+                    # Extra library runs repeat the Rust candidates; keep the first of each.
+                    if extra and not any(r["candidate"].startswith(n) for n, _, _ in BLAS):
                         continue
                     rows.append(r)
             for name, cs in sets.items():

@@ -21,7 +21,7 @@
 //!   λ_max to tol, and per group loss, accuracy, ‖g‖, cos², gᵀHg).
 use candle_core::{DType, Device, Tensor};
 use eoslab::data::Dataset;
-use eoslab::experiment::{cifar_subset, presets};
+use eoslab::experiment::{RunConfig, cifar_subset, presets};
 use eoslab::groups::{self, GroupConfig};
 use eoslab::hessian::{HessianOp, LanczosConfig};
 use eoslab::loss::LossKind;
@@ -168,6 +168,33 @@ fn sequential_names(widths: &[usize]) -> Vec<String> {
         .collect()
 }
 
+/// A notebook preset's network on its training set: input, hidden and output widths.
+fn preset_widths(ds: &Dataset, cfg: &RunConfig) -> Vec<usize> {
+    let mut widths = vec![ds.d];
+    widths.extend(&cfg.hidden);
+    widths.push(ds.n_classes);
+    widths
+}
+
+/// The settings of a notebook preset's problem; `run_steps` steps for the `run` primitive.
+fn preset_meta(size: &str, ds: &Dataset, cfg: &RunConfig, run_steps: usize) -> Meta {
+    let widths = preset_widths(ds, cfg);
+    Meta {
+        size: size.into(),
+        params: sequential_names(&widths),
+        widths,
+        activation: format!("{:?}", cfg.activation).to_lowercase(),
+        loss: cfg.loss.to_string(),
+        lr: cfg.lr,
+        n: ds.n(),
+        groups: group_ids(ds),
+        tol: cfg.sharpness.lanczos.tol,
+        max_iter: cfg.sharpness.lanczos.max_iter,
+        run_steps,
+        run_every: cfg.sharpness.every.k,
+    }
+}
+
 fn prepare(dir: &Path) -> Res<()> {
     std::fs::create_dir_all(dir)?;
     // Paper scale: MLP 3072-512-512-2 ReLU, n = 10,000, η = 0.01; t* is far away, so the run is
@@ -197,23 +224,7 @@ fn prepare(dir: &Path) -> Res<()> {
         groups::build(&train, &cifar_subset::groups())?.train
     };
     let cfg = cifar_subset::run();
-    let mut widths = vec![ds.d];
-    widths.extend(&cfg.hidden);
-    widths.push(ds.n_classes);
-    let meta = Meta {
-        size: "cifar".into(),
-        params: sequential_names(&widths),
-        widths,
-        activation: "relu".into(),
-        loss: cfg.loss.to_string(),
-        lr: cfg.lr,
-        n: ds.n(),
-        groups: group_ids(&ds),
-        tol: cfg.sharpness.lanczos.tol,
-        max_iter: cfg.sharpness.lanczos.max_iter,
-        run_steps: 2 * cfg.sharpness.every.k + 1,
-        run_every: cfg.sharpness.every.k,
-    };
+    let meta = preset_meta("cifar", &ds, &cfg, 2 * cfg.sharpness.every.k + 1);
     write_problem(dir, &ds, &meta, 0)?;
     eprintln!("prepared {}: n = {}", meta.size, meta.n);
 
@@ -221,11 +232,8 @@ fn prepare(dir: &Path) -> Res<()> {
     // the run goes to the measurement at which λ_max first reaches 2/η after the burn-in (t*).
     let ds = digits_train()?;
     let cfg = presets::digits_run();
-    let mut widths = vec![ds.d];
-    widths.extend(&cfg.hidden);
-    widths.push(ds.n_classes);
     let t_star = {
-        let spec = ModelSpec::mlp(&widths, cfg.activation);
+        let spec = ModelSpec::mlp(&preset_widths(&ds, &cfg), cfg.activation);
         let model = Model::new(
             &spec,
             InitSpec {
@@ -245,20 +253,7 @@ fn prepare(dir: &Path) -> Res<()> {
         }
         t.ok_or("digits preset: no t* within its steps")?
     };
-    let meta = Meta {
-        size: "digits".into(),
-        params: sequential_names(&widths),
-        widths,
-        activation: "tanh".into(),
-        loss: cfg.loss.to_string(),
-        lr: cfg.lr,
-        n: ds.n(),
-        groups: group_ids(&ds),
-        tol: cfg.sharpness.lanczos.tol,
-        max_iter: cfg.sharpness.lanczos.max_iter,
-        run_steps: t_star + 1,
-        run_every: cfg.sharpness.every.k,
-    };
+    let meta = preset_meta("digits", &ds, &cfg, t_star + 1);
     write_problem(dir, &ds, &meta, 0)?;
     eprintln!(
         "prepared {}: n = {}, run of {} steps (t* first measured at step {t_star})",
