@@ -158,7 +158,7 @@ def main():
             meta = json.load(open(os.path.join(data, size + ".json")))
             for dtype in args.dtypes.split(","):
                 case = f"{size}-{dtype}"
-                for prim in args.prims.split(","):
+                for prim in [p for p in args.prims.split(",") if p]:
                     if args.reps:
                         reps = args.reps
                     elif args.quick:

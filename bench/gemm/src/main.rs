@@ -149,6 +149,66 @@ macro_rules! elem {
 elem!(f32, "f32", b"cblas_sgemm\0");
 elem!(f64, "f64", b"cblas_dgemm\0");
 
+/// eoslab's threading (src/kernels/matmul.rs): the result's rows (or columns, when there are
+/// more) cut into one contiguous block a thread (whole 16-element tiles), each block a
+/// single-threaded `gemm` product.
+fn gemm_blocks<T: Elem>(c: &Call, a: &[T], b: &[T], dst: &mut [T], threads: usize) {
+    let (a_rs, a_cs) = if c.ta {
+        (1, c.m as isize)
+    } else {
+        (c.k as isize, 1)
+    };
+    let (b_rs, b_cs) = if c.tb {
+        (1, c.k as isize)
+    } else {
+        (c.n as isize, 1)
+    };
+    let by_rows = c.m >= c.n;
+    let len = if by_rows { c.m } else { c.n };
+    let step = len.div_ceil(threads).next_multiple_of(16);
+    struct P<T>(*mut T, *const T, *const T);
+    unsafe impl<T> Sync for P<T> {}
+    let p = P(dst.as_mut_ptr(), a.as_ptr(), b.as_ptr());
+    let block = |r: std::ops::Range<usize>| {
+        let p = &p;
+        let (rows, cols) = if by_rows { (r, 0..c.n) } else { (0..c.m, r) };
+        // SAFETY: blocks of dst are disjoint; offsets stay within the buffers (see `buffers`).
+        unsafe {
+            gemm::gemm(
+                rows.len(),
+                cols.len(),
+                c.k,
+                p.0.offset(rows.start as isize * c.n as isize + cols.start as isize),
+                1,
+                c.n as isize,
+                c.accumulate,
+                p.1.offset(rows.start as isize * a_rs),
+                a_cs,
+                a_rs,
+                p.2.offset(cols.start as isize * b_cs),
+                b_cs,
+                b_rs,
+                T::from(1.0),
+                T::from(1.0),
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            )
+        }
+    };
+    let cuts: Vec<_> = (0..len)
+        .step_by(step)
+        .map(|s| s..(s + step).min(len))
+        .collect();
+    rayon::scope(|s| {
+        for r in cuts {
+            let block = &block;
+            s.spawn(move |_| block(r));
+        }
+    });
+}
+
 /// Deterministic inputs in [−0.5, 0.5) (timing does not depend on the values).
 fn fill<T: Elem>(len: usize, seed: u64) -> Vec<T> {
     let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
@@ -213,6 +273,13 @@ fn candidates<'a, T: Elem>(
         name.into(),
         Box::new(move |c, a, b, d| T::gemm_crate(c, a, b, d, threads)),
     )];
+    // eoslab's threading of its kernels (with the AVX-512 build, the kernels eoslab compiles).
+    if threads > 1 && cfg!(feature = "avx512") {
+        out.push((
+            format!("{name}, a block a thread"),
+            Box::new(move |c, a, b, d| gemm_blocks(c, a, b, d, threads)),
+        ));
+    }
     #[cfg(feature = "faer")]
     out.push((
         "faer 0.24".into(),

@@ -98,6 +98,7 @@ unsafe impl<T: Send> Sync for Out<T> {}
 
 impl<T: Copy> Out<T> {
     fn new(len: usize) -> Self {
+        memory::keep_freed_buffers();
         let mut v = Vec::with_capacity(len);
         let ptr = v.spare_capacity_mut().as_mut_ptr();
         Out { v, len, ptr }
@@ -184,6 +185,7 @@ fn map2<T: WithDType>(x: &[T], y: &[T], f: impl Fn(T, T) -> T + Sync) -> Vec<T> 
 
 mod fused;
 mod matmul;
+pub mod memory;
 mod reduce;
 mod tanh;
 
@@ -338,8 +340,9 @@ mod tests {
 
     #[test]
     fn products_do_not_depend_on_the_thread_count() {
-        // Large enough for the `gemm` crate to block the inner dimension and split the output
-        // among threads; a sum of two products accumulates into one buffer.
+        // Large enough for the `gemm` crate to block the inner dimension and for the output to
+        // be split among threads, by rows and by columns; a sum of two products accumulates
+        // into one buffer.
         let (m, k, nn) = (300, 2500, 200);
         for dt in [DType::F32, DType::F64] {
             let mk = |r: usize, c: usize, seed: u64| {
@@ -354,6 +357,8 @@ mod tests {
                 vec![
                     matmul(&[(t(&a), n(&b))]).unwrap(),
                     matmul(&[(t(&a), n(&b)), (n(&c2), t(&d2))]).unwrap(),
+                    // Wider than tall: split by columns.
+                    matmul(&[(t(&b), n(&a))]).unwrap(),
                 ]
             };
             let one = matmul::with_threads(1, run);
