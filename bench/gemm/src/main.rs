@@ -30,6 +30,21 @@ struct Call {
     accumulate: bool,
 }
 
+/// (row, column) strides of the operands `a` and `b` as used, over row-major storage.
+fn strides(c: &Call) -> ((isize, isize), (isize, isize)) {
+    let a = if c.ta {
+        (1, c.m as isize)
+    } else {
+        (c.k as isize, 1)
+    };
+    let b = if c.tb {
+        (1, c.k as isize)
+    } else {
+        (c.n as isize, 1)
+    };
+    (a, b)
+}
+
 /// The element types timed.
 trait Elem: Copy + Send + Sync + 'static {
     const NAME: &'static str;
@@ -73,16 +88,7 @@ macro_rules! elem {
                 self as f64
             }
             fn gemm_crate(c: &Call, a: &[Self], b: &[Self], dst: &mut [Self], threads: usize) {
-                let (a_rs, a_cs) = if c.ta {
-                    (1, c.m as isize)
-                } else {
-                    (c.k as isize, 1)
-                };
-                let (b_rs, b_cs) = if c.tb {
-                    (1, c.k as isize)
-                } else {
-                    (c.n as isize, 1)
-                };
+                let ((a_rs, a_cs), (b_rs, b_cs)) = strides(c);
                 let par = if threads > 1 {
                     gemm::Parallelism::Rayon(threads)
                 } else {
@@ -153,16 +159,7 @@ elem!(f64, "f64", b"cblas_dgemm\0");
 /// more) cut into one contiguous block a thread (whole 16-element tiles), each block a
 /// single-threaded `gemm` product.
 fn gemm_blocks<T: Elem>(c: &Call, a: &[T], b: &[T], dst: &mut [T], threads: usize) {
-    let (a_rs, a_cs) = if c.ta {
-        (1, c.m as isize)
-    } else {
-        (c.k as isize, 1)
-    };
-    let (b_rs, b_cs) = if c.tb {
-        (1, c.k as isize)
-    } else {
-        (c.n as isize, 1)
-    };
+    let ((a_rs, a_cs), (b_rs, b_cs)) = strides(c);
     let by_rows = c.m >= c.n;
     let len = if by_rows { c.m } else { c.n };
     let step = len.div_ceil(threads).next_multiple_of(16);
