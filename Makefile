@@ -164,6 +164,8 @@ gpu-check:
 #                       release) against the PyTorch reference bench/reference.py doing the
 #                       identical work, alternating; prints medians, spread and eoslab / PyTorch
 #                       per primitive, size and dtype, and writes target/bench/results-*.json.
+#                       The bench is built with the `blas` feature: a third worker times eoslab
+#                       with its products by the venv's MKL (column "products by libmkl_rt").
 #                       First time: .venv-bench with bench/requirements.txt (~3 GB of wheels)
 #                       and the problems in target/bench/data (~270 MB). Full run ≈ 40 min on
 #                       2 cores; quiet machine!
@@ -186,7 +188,7 @@ $(BENCH_STAMP): $(ROOT)/bench/requirements.txt
 GEMM_CAL := cargo build --release --quiet --manifest-path $(ROOT)/bench/gemm/Cargo.toml --target-dir $(ROOT)/target/bench/gemm-build
 
 bench: bench-venv
-	@cargo build --release --example bench
+	@cargo build --release -p eoslab --example bench --features blas
 	@$(GEMM_CAL)/avx2 --features faer
 	@$(GEMM_CAL)/avx512 --features avx512
 	@"$(BENCH_VENV)/bin/python" "$(ROOT)/bench/run.py" $(BENCH_ARGS)

@@ -135,6 +135,9 @@ def main():
     ap.add_argument("--python", default=sys.executable)
     ap.add_argument("--batch", type=int, default=10,
                     help="back-to-back calls per repetition for the cifar- and digits-size primitives (not eig, run)")
+    ap.add_argument("--blas", default="auto",
+                    help="a CBLAS library for a third worker, eoslab built with the `blas` feature "
+                         "(auto: the bench venv's MKL where it exists; none: no third worker)")
     ap.add_argument("--derivatives", default="auto", choices=["auto", "autodiff"],
                     help="eoslab's derivatives: closed form for MLPs (auto) or candle autodiff")
     args = ap.parse_args()
@@ -148,8 +151,10 @@ def main():
     # that it never competes with PyTorch's pool.
     env = dict(os.environ, RAYON_NUM_THREADS=t, BENCH_THREADS=t, OMP_NUM_THREADS=t,
                MKL_NUM_THREADS=t, OPENBLAS_NUM_THREADS="1")
-    ours = Worker("eoslab", [args.bin, "serve", data], env)
+    ours = Worker("eoslab", [args.bin, "serve", data], dict(env, EOSLAB_BLAS="off"))
     ref = Worker("pytorch", [args.python, os.path.join(ROOT, "bench", "reference.py"), "serve", data], env)
+    blas = blas_worker(args, data, env)
+    workers = [ours, ref] + ([blas] if blas else [])
     results, calibration = [], []
     try:
         if args.calibrate != "none":
@@ -171,17 +176,17 @@ def main():
                     if args.quick and prim == "run" and size == "paper":
                         req.update(run_steps=meta["run_every"] + 1)
                     heavy = size == "paper" and prim in ("eig", "run")
-                    times = {"eoslab": [], "pytorch": []}
+                    times = {w.name: [] for w in workers}
                     infos = {}
-                    if not heavy:  # untimed warm-up of both sides
-                        ours.ask(req)
-                        ref.ask(req)
+                    if not heavy:  # untimed warm-up of every side
+                        for w in workers:
+                            w.ask(req)
                     # Millisecond primitives are timed as a run calls them, back to back: after a
                     # pause (the other worker's turn) the first call pays for waking thread pools
                     # and refilling caches, which a run does not (--batch 1 times single calls).
                     batch = args.batch if (size != "paper" and prim not in ("eig", "run")) else 1
                     for r in range(reps):
-                        order = [ours, ref] if r % 2 == 0 else [ref, ours]
+                        order = workers if r % 2 == 0 else workers[::-1]
                         for w in order:
                             time.sleep(0.05)
                             if batch > 1:
@@ -198,13 +203,20 @@ def main():
                         "info_eoslab": infos["eoslab"], "info_pytorch": infos["pytorch"],
                         "note": check(prim, infos["eoslab"], infos["pytorch"], dtype, meta["tol"]),
                     }
+                    extra = ""
+                    if blas:
+                        mb = statistics.median(times[blas.name])
+                        row.update(blas=blas.library, eoslab_blas=times[blas.name], median_eoslab_blas=mb,
+                                   ratio_blas=mb / mr, info_eoslab_blas=infos[blas.name],
+                                   note_blas=check(prim, infos[blas.name], infos["pytorch"], dtype, meta["tol"]))
+                        extra = f"  with {blas.library} {fmt(mb)} ratio {mb / mr:.2f} {row['note_blas']}"
                     results.append(row)
                     print(f"{case:12s} {LABELS[prim]:20s} eoslab {fmt(mo)} ({spread(times['eoslab'])})  "
-                          f"pytorch {fmt(mr)} ({spread(times['pytorch'])})  ratio {mo / mr:.2f}  {row['note']}",
-                          flush=True)
+                          f"pytorch {fmt(mr)} ({spread(times['pytorch'])})  ratio {mo / mr:.2f}  {row['note']}"
+                          + extra, flush=True)
     finally:
-        ours.close()
-        ref.close()
+        for w in workers:
+            w.close()
 
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = os.path.join(args.dir, f"results-{stamp}.json")
@@ -217,6 +229,26 @@ def main():
         print()
     print(table(results, args.threads))
     print(f"\n(raw timings: {os.path.relpath(out, ROOT)})")
+
+
+def blas_worker(args, data, env):
+    """A third worker: eoslab's products through a CBLAS library (`--blas`), or None."""
+    path = args.blas
+    if path == "auto":
+        path = BLAS[-1][1]  # the bench venv's MKL
+        if not os.path.exists(path):
+            return None
+    if path == "none":
+        return None
+    w = Worker("eoslab+blas", [args.bin, "serve", data], dict(env, EOSLAB_BLAS=path))
+    lib = w.ask({"case": "digits-f32", "prim": "gd_step"}).get("library", "gemm crate")
+    if lib == "gemm crate":
+        print(f"   (bench built without the `blas` feature or {path} did not load: no BLAS column)",
+              flush=True)
+        w.close()
+        return None
+    w.library = os.path.basename(lib)
+    return w
 
 
 def calibrate(args, ours, ref):
@@ -327,11 +359,18 @@ def table(results, threads):
              "",
              "| size | dtype | primitive | reps × batch | eoslab | PyTorch | ratio |",
              "|---|---|---|---|---|---|---|"]
+    blas = next((r["blas"] for r in results if "blas" in r), None)
+    if blas:
+        lines[2] += f" eoslab, products by {blas} | ratio |"
+        lines[3] += "---|---|"
     for r in results:
-        lines.append(
-            f"| {r['size']} | {r['dtype']} | {LABELS[r['prim']]} | {r['reps']} × {r['batch']} "
-            f"| {fmt(r['median_eoslab']).strip()} ({spread(r['eoslab'])}) "
-            f"| {fmt(r['median_pytorch']).strip()} ({spread(r['pytorch'])}) | {r['ratio']:.2f} |")
+        line = (f"| {r['size']} | {r['dtype']} | {LABELS[r['prim']]} | {r['reps']} × {r['batch']} "
+                f"| {fmt(r['median_eoslab']).strip()} ({spread(r['eoslab'])}) "
+                f"| {fmt(r['median_pytorch']).strip()} ({spread(r['pytorch'])}) | {r['ratio']:.2f} |")
+        if blas:
+            line += (f" {fmt(r['median_eoslab_blas']).strip()} ({spread(r['eoslab_blas'])}) "
+                     f"| {r['ratio_blas']:.2f} |")
+        lines.append(line)
     return "\n".join(lines)
 
 

@@ -551,7 +551,11 @@ fn serve(dir: &Path) -> Res<()> {
             }
             let c = cases.get_mut(&key).expect("inserted");
             let (seconds, info) = c.time(prim, &req)?;
-            Ok(json!({"seconds": seconds, "info": info}))
+            Ok(json!({
+                "seconds": seconds,
+                "info": info,
+                "library": eoslab::kernels::gemm_library(),
+            }))
         })()
         .unwrap_or_else(|e| json!({"error": e.to_string()}));
         writeln!(out, "{reply}")?;

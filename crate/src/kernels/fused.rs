@@ -2,6 +2,14 @@
 //! the backward and R-operator products, column sums.
 use super::*;
 
+/// tanh at `a`: σ(a), σ'(a), σ''(a).
+#[inline(always)]
+fn tanh_point(a: f64) -> (f64, f64, f64) {
+    let t = tanh64(a);
+    let d1 = 1.0 - t * t;
+    (t, d1, -2.0 * t * d1)
+}
+
 /// GELU (tanh form) at `a`: σ(a), σ'(a), σ''(a).
 #[inline(always)]
 fn gelu_point(a: f64) -> (f64, f64, f64) {
@@ -97,67 +105,57 @@ fn bias_act_cpu<T: WithDType>(
         return Err(Error::Numerics("kernel bias_act: bias shape".into()));
     }
     let len = m * c;
-    let (h, s1, s2) = (Out::<T>::new(len), Out::<T>::new(len), Out::<T>::new(len));
-    let (zero, one) = (T::from_f64(0.0), T::from_f64(1.0));
+    // Only the buffers that will be written: σ' with an activation, σ'' when `second`.
+    let size = |needed: bool| if needed { len } else { 0 };
+    let h = Out::<T>::new(len);
+    let s1 = Out::<T>::new(size(act.is_some()));
+    let s2 = Out::<T>::new(size(second));
     with_slices!(T, [z, b], {
         for_ranges(len, chunk_len(c), |r| {
-            // SAFETY: disjoint row-aligned ranges within 0..len.
-            let (h, s1, s2) =
-                unsafe { (h.part(r.clone()), s1.part(r.clone()), s2.part(r.clone())) };
-            let z = &z[r];
-            simd(
-                #[inline(always)]
-                || {
-                    // Row by row, the bias indexed by column; (z + b) is rounded to T first, as
-                    // the forward pass `z + b` does.
-                    let rows = z.chunks(c).zip(h.chunks_mut(c)).zip(s1.chunks_mut(c));
-                    let rows = rows.zip(s2.chunks_mut(c));
-                    for (((zr, hr), s1r), s2r) in rows {
-                        let cols = zr.iter().zip(b).zip(hr.iter_mut()).zip(s1r.iter_mut());
-                        match act {
-                            None => {
-                                for (((&z, &b), h), _) in cols {
-                                    h.write(z + b);
-                                }
-                            }
-                            Some(Activation::Relu) => {
-                                // In the model's dtype, as candle's relu: no conversions.
-                                for (((&z, &b), h), s1) in cols {
-                                    let a = z + b;
-                                    let pos = a > zero;
-                                    h.write(if pos { a } else { zero });
-                                    s1.write(if pos { one } else { zero });
-                                }
-                            }
-                            Some(Activation::Tanh) => {
-                                for ((((&z, &b), h), s1), s2) in cols.zip(s2r.iter_mut()) {
-                                    let t = tanh64((z + b).to_f64());
-                                    let d1 = 1.0 - t * t;
-                                    h.write(T::from_f64(t));
-                                    s1.write(T::from_f64(d1));
-                                    if second {
-                                        s2.write(T::from_f64(-2.0 * t * d1));
-                                    }
-                                }
-                            }
-                            Some(Activation::Gelu) => {
-                                for ((((&z, &b), h), s1), s2) in cols.zip(s2r.iter_mut()) {
-                                    let (v, d1, d2) = gelu_point((z + b).to_f64());
-                                    h.write(T::from_f64(v));
-                                    s1.write(T::from_f64(d1));
-                                    if second {
-                                        s2.write(T::from_f64(d2));
-                                    }
-                                }
+            let z = &z[r.clone()];
+            // SAFETY: disjoint row-aligned ranges within 0..len of the buffers written.
+            let h = unsafe { h.part(r.clone()) };
+            match act {
+                None => simd(
+                    #[inline(always)]
+                    || {
+                        for (zr, hr) in z.chunks(c).zip(h.chunks_mut(c)) {
+                            for ((h, &z), &b) in hr.iter_mut().zip(zr).zip(b) {
+                                h.write(z + b);
                             }
                         }
+                    },
+                ),
+                Some(Activation::Relu) => {
+                    // SAFETY: as `h`; `s1` holds `len` elements with an activation.
+                    let s1 = unsafe { s1.part(r.clone()) };
+                    simd(
+                        #[inline(always)]
+                        || relu_rows(z, b, h, s1),
+                    )
+                }
+                Some(act) => {
+                    // SAFETY: as `h`; `s2` is only touched when `second` (then of `len`).
+                    let s1 = unsafe { s1.part(r.clone()) };
+                    let s2 = second.then(|| unsafe { s2.part(r.clone()) });
+                    // One monomorphised loop per activation, the point function inlined.
+                    if act == Activation::Tanh {
+                        simd(
+                            #[inline(always)]
+                            || smooth_rows(z, b, h, s1, s2, tanh_point),
+                        )
+                    } else {
+                        simd(
+                            #[inline(always)]
+                            || smooth_rows(z, b, h, s1, s2, gelu_point),
+                        )
                     }
-                },
-            )
+                }
+            }
         });
     });
     // SAFETY: the ranges covered every element of h always, of s1 when there is an activation,
-    // of s2 when `second`; the others are dropped unfinished (plain numbers, nothing to drop).
+    // of s2 when `second`; the others have no elements.
     let h = wrap(unsafe { h.finish() }, &[m, c])?;
     let s1 = match act {
         None => None,
@@ -169,6 +167,61 @@ fn bias_act_cpu<T: WithDType>(
         None
     };
     Ok((h, s1, s2))
+}
+
+/// ReLU of `z + b` row by row into `h` and its derivative into `s1`, in the model's dtype as
+/// candle's relu (no conversions). Branch-free selects: the signs of a layer's
+/// pre-activations are a coin toss, and a branch per element mispredicted half the time.
+#[inline(always)]
+fn relu_rows<T: WithDType>(z: &[T], b: &[T], h: &mut [MaybeUninit<T>], s1: &mut [MaybeUninit<T>]) {
+    let c = b.len();
+    let (zero, one) = (T::from_f64(0.0), T::from_f64(1.0));
+    let rows = z.chunks_exact(c).zip(h.chunks_exact_mut(c));
+    for ((zr, hr), s1r) in rows.zip(s1.chunks_exact_mut(c)) {
+        for j in 0..c {
+            let a = zr[j] + b[j];
+            let pos = a > zero;
+            hr[j].write(if pos { a } else { zero });
+            s1r[j].write(if pos { one } else { zero });
+        }
+    }
+}
+
+/// A smooth activation's `(σ, σ', σ'')` of `z + b` row by row; σ'' only into `s2` if given.
+#[inline(always)]
+fn smooth_rows<T: WithDType>(
+    z: &[T],
+    b: &[T],
+    h: &mut [MaybeUninit<T>],
+    s1: &mut [MaybeUninit<T>],
+    s2: Option<&mut [MaybeUninit<T>]>,
+    point: impl Fn(f64) -> (f64, f64, f64),
+) {
+    let c = b.len();
+    let rows = z.chunks(c).zip(h.chunks_mut(c)).zip(s1.chunks_mut(c));
+    // (z + b) is rounded to T first, as the forward pass `z + b` does.
+    match s2 {
+        None => {
+            for ((zr, hr), s1r) in rows {
+                for (((&z, &b), h), s1) in zr.iter().zip(b).zip(hr).zip(s1r) {
+                    let (v, d1, _) = point((z + b).to_f64());
+                    h.write(T::from_f64(v));
+                    s1.write(T::from_f64(d1));
+                }
+            }
+        }
+        Some(s2) => {
+            for (((zr, hr), s1r), s2r) in rows.zip(s2.chunks_mut(c)) {
+                let cols = zr.iter().zip(b).zip(hr).zip(s1r).zip(s2r);
+                for ((((&z, &b), h), s1), s2) in cols {
+                    let (v, d1, d2) = point((z + b).to_f64());
+                    h.write(T::from_f64(v));
+                    s1.write(T::from_f64(d1));
+                    s2.write(T::from_f64(d2));
+                }
+            }
+        }
+    }
 }
 
 /// `(d ⊙ s1, d ⊙ s2)` (the second only when `s2` is given).

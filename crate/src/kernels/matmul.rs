@@ -202,8 +202,25 @@ fn matmul_cpu<T: WithDType>(terms: &[(Op, Op)], m: usize, n: usize) -> Result<Te
             // SAFETY: dst is m×n row-major; a and b are contiguous with the dimensions and
             // strides checked above; each block's pointers are offset within those bounds; the
             // first product overwrites dst (read_dst = false), the later ones accumulate.
+            #[cfg(feature = "blas")]
+            let lib = blas::cblas();
             let block = |rows: Range<usize>, cols: Range<usize>| unsafe {
                 let p = &p; // the whole struct (Sync), not its raw-pointer fields
+                #[cfg(feature = "blas")]
+                if let Some(lib) = lib {
+                    let op = |o: &Op, ptr: *const T| blas::Operand {
+                        ptr,
+                        ld: o.t.dims2().map_or(0, |d| d.1),
+                        transposed: o.transposed,
+                    };
+                    return lib.gemm(
+                        (rows.len(), cols.len(), k),
+                        op(a, p.a.offset(rows.start as isize * a_rs)),
+                        op(b, p.b.offset(cols.start as isize * b_cs)),
+                        (p.dst.add(rows.start * n + cols.start), n),
+                        i > 0,
+                    );
+                }
                 gemm::gemm(
                     rows.len(),
                     cols.len(),
