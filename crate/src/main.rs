@@ -49,6 +49,12 @@ enum Command {
     Claim {
         /// Which claim: eos, tradeoff, alignment or saturation.
         name: String,
+        /// For tradeoff: `exit` (fork at the edge of stability, cut the rate: claim
+        /// tradeoff), `enter` (fork a stable run at a small rate, raise the rate beyond the
+        /// state's threshold: claim tradeoff-enter) or `both` (the two, and claim
+        /// tradeoff-consistent on them).
+        #[arg(long, default_value = "exit")]
+        design: String,
         /// `cifar10-subset` (the shipped CIFAR-10 1 vs 9 subset at CPU scale: what the
         /// notebooks run), `digits` (the shipped UCI digits: seconds, for tests) or
         /// `paper-cifar10` (all of CIFAR-10 1 vs 9, MLP 3072-512-512-2, η = 0.01: for a GPU;
@@ -196,6 +202,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Claim {
             name,
+            design,
             preset,
             data_dir,
             seeds,
@@ -226,6 +233,7 @@ fn run(cli: Cli) -> Result<()> {
                     steps,
                     step_budget,
                     checkpoint_every: Some(checkpoint_every),
+                    design: Some(design),
                 },
             )
         }

@@ -1,14 +1,19 @@
 //! The branching intervention: train a baseline to the edge-of-stability entry t*, fork the
 //! exact state into an EoS branch and a stable branch, run both for the same effective time,
 //! and compare every group's loss on a common t_eff grid ([`compare`]); per-group effects
-//! across seeds are in [`effects`].
+//! across seeds are in [`effects`], the enter design's pre-fork check in [`fork`], how a
+//! branch's λ_max settles in [`settling`].
 pub mod compare;
 mod effects;
+pub mod fork;
 mod jobs;
+mod process;
+pub mod settling;
 
 pub use compare::{Comparison, Grid, Measurement, interpolate};
 pub use effects::{BandEffect, GroupEffect};
 pub use jobs::{Job, run, run_key, run_many, run_shared, run_with};
+pub use settling::Settling;
 
 use crate::checkpoint::{self, CheckpointMeta};
 use crate::data::Dataset;
@@ -19,7 +24,7 @@ use crate::model::{InitSpec, Model};
 use crate::monitor::{Monitor, MonitorConfig};
 use crate::objective::Objective;
 use crate::resume::Resume;
-use crate::train::{Every, GradientDescent, Observer, Progress};
+use crate::train::{GradientDescent, Observer, Progress};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -34,12 +39,41 @@ pub enum Design {
         /// Learning-rate multiplier of the stable branch (paper: 0.1 for MSE, 0.5 for CE).
         m: f64,
     },
-    /// Baseline at a small η_low; once λ_max ≥ 2/η (state beyond the larger rate's threshold)
-    /// the EoS branch raises the rate to η while the stable branch continues at η_low.
+    /// Baseline at a small η_low; at the first measured step with λ_max ≥ 2/η (the state is
+    /// beyond the larger rate's threshold) the EoS ("enter") branch raises the rate to η while
+    /// the stable ("stay") branch continues at η_low. The state must still be clearly stable
+    /// at η_low there: λ_max ≤ (1 − margin)·2/η_low ([`fork::check_enter`]).
     Enter {
         /// The small, stable rate of the baseline and of the stable branch.
         low: f64,
+        /// How far below 2/η_low the fork's λ_max must be, as a fraction of 2/η_low.
+        #[serde(default = "default_margin")]
+        margin: f64,
     },
+}
+
+/// The enter design's default margin below 2/η_low: λ_max ≤ 0.9·2/η_low at the fork.
+pub const DEFAULT_MARGIN: f64 = 0.1;
+
+fn default_margin() -> f64 {
+    DEFAULT_MARGIN
+}
+
+impl Design {
+    /// The enter design at baseline rate `low` with the default margin.
+    pub fn enter(low: f64) -> Design {
+        Design::Enter {
+            low,
+            margin: DEFAULT_MARGIN,
+        }
+    }
+    /// `exit` or `enter`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Design::Exit { .. } => "exit",
+            Design::Enter { .. } => "enter",
+        }
+    }
 }
 
 /// A branching experiment.
@@ -69,6 +103,19 @@ pub struct BranchConfig {
     /// which stays the cap). The window ends at t**; what follows is only for the figures.
     #[serde(default)]
     pub after_t2: Option<f64>,
+    /// Measure the group metrics on the baseline too (default), or only λ_max: the baseline
+    /// then only finds the fork, and every result after it is the same (the measurements do
+    /// not touch the trajectory, and λ_max's warm start is the same either way).
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub baseline_metrics: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 impl BranchConfig {
@@ -76,7 +123,7 @@ impl BranchConfig {
     pub fn rates(&self) -> (f64, f64, f64) {
         match self.design {
             Design::Exit { m } => (self.run.lr, m * self.run.lr, self.run.lr),
-            Design::Enter { low } => (self.run.lr, low, low),
+            Design::Enter { low, .. } => (self.run.lr, low, low),
         }
     }
     /// Check the settings make sense before hours of compute.
@@ -86,6 +133,9 @@ impl BranchConfig {
             return Err(Error::Config(format!(
                 "the stable branch's rate {stable} must be in (0, η = {eos})"
             )));
+        }
+        if let Design::Enter { low, margin } = self.design {
+            fork::check_enter_rates(low, eos, margin, self.run.momentum)?;
         }
         if self.horizon.is_nan() || self.horizon <= 0.0 || self.seeds.is_empty() {
             return Err(Error::Config(
@@ -136,84 +186,6 @@ pub struct BranchResult {
     pub train: Dataset,
 }
 
-/// Run a branch process for `horizon` effective time, measuring on `schedule` (steps counted
-/// from the fork) and logging every step's group losses; with `resume`, checkpointed
-/// periodically and restored from its last checkpoint.
-fn run_branch(
-    gd: &mut GradientDescent,
-    monitor: &mut Monitor,
-    (schedule, watch): (&Every, Option<Watch>),
-    horizon: f64,
-    (name, seed): (&str, u64),
-    resume: Option<&Resume>,
-) -> Result<()> {
-    let measured_last = |i: usize| !schedule.pairs || !schedule.scheduled(i);
-    let label = format!("{name} seed={seed}");
-    let steps = (horizon / gd.state.lr).round() as usize;
-    let start = gd.state.step;
-    let mut ck = resume.map(|r| r.process(seed, name, schedule.k));
-    if let Some(ck) = ck.as_mut() {
-        ck.restore(gd, &mut monitor.tracker, &mut monitor.log)?;
-    }
-    let mut hooks = resume.map(|r| r.hooks(label.clone()));
-    let mut progress = Progress::new(label, (steps / 4).max(1));
-    loop {
-        let i = gd.state.step - start;
-        if schedule.hits(i) || i == steps {
-            if let Some(ck) = &ck {
-                ck.save_if_due(i, gd, &monitor.tracker, &monitor.log)?;
-            }
-            monitor.measure(gd)?;
-            // Stop a set stretch of effective time after t** (at the end of a measured pair).
-            if let Some(w) = watch
-                && let Some(after) = w.after
-                && let Some(t2) = first_reaching(monitor, w.threshold)
-                && measured_last(i)
-                && gd.state.t_eff >= t2 + after - 1e-9
-            {
-                break;
-            }
-        } else if let Some(w) = watch
-            && w.every > 0
-            && i.is_multiple_of(w.every)
-            && first_reaching(monitor, w.threshold).is_none()
-        {
-            monitor.measure_sharpness(gd)?;
-        }
-        if i >= steps {
-            break;
-        }
-        let mut series = monitor.step_series();
-        let mut obs: Vec<&mut dyn Observer> = vec![&mut progress, &mut series];
-        if let Some(h) = hooks.as_mut() {
-            obs.push(h);
-        }
-        gd.step(&mut obs)?;
-    }
-    Ok(())
-}
-
-/// How the stable branch watches for t**: λ_max-only checks every `every` steps (0: none)
-/// until λ_max first reaches `threshold` after the fork's own measurement, and, with `after`,
-/// a stop that stretch of effective time after it.
-#[derive(Clone, Copy, Debug)]
-struct Watch {
-    every: usize,
-    threshold: f64,
-    after: Option<f64>,
-}
-
-/// Effective time of the first measurement after the first with λ_max ≥ `threshold`.
-fn first_reaching(monitor: &Monitor, threshold: f64) -> Option<f64> {
-    monitor
-        .tracker
-        .records
-        .iter()
-        .skip(1)
-        .find(|r| r.lambda_max() >= threshold)
-        .map(|r| r.t_eff)
-}
-
 /// Prepare data and groups for a configuration: `(train with groups, test)`.
 pub fn prepare(cfg: &BranchConfig) -> Result<(Dataset, Dataset)> {
     let (train, test) = cfg.run.data.load()?;
@@ -243,94 +215,45 @@ pub fn run_seed_with(
     dir: Option<&Path>,
     resume: Option<&Resume>,
 ) -> Result<SeedBranches> {
-    let (eta_eos, eta_stable, _) = cfg.rates();
+    let (eta_eos, _, _) = cfg.rates();
     let clock = std::time::Instant::now();
     let (gd, monitor) = run_baseline(cfg, train, test, seed, resume)?;
     let mut seconds = vec![clock.elapsed().as_secs_f64()];
     let fork_step = gd.state.step;
     let t_star = gd.state.t_eff;
+    // λ_max of the state forked: the baseline's last measurement is at the fork step.
+    let lambda = monitor
+        .tracker
+        .records
+        .last()
+        .map(|r| r.lambda_max())
+        .unwrap_or(f64::NAN);
+    let (mut eos, mut stable) =
+        fork::fork_branches(&gd, &cfg.design, eta_eos, lambda).map_err(|e| match e {
+            Error::Config(m) => Error::Config(format!("seed {seed}: {m}")),
+            e => e,
+        })?;
     if let Some(dir) = dir {
-        let meta = CheckpointMeta::for_process(
-            &gd,
-            BTreeMap::from([
-                ("init".to_string(), seed),
-                ("data".to_string(), cfg.run.data.seed),
-            ]),
-            &train.fingerprint(),
-            serde_json::to_value(cfg).map_err(|e| Error::Numerics(e.to_string()))?,
-        );
-        checkpoint::save(
-            &dir.join(format!("seed-{seed}")).join("fork.safetensors"),
-            &gd,
-            &meta,
-        )?;
+        save_fork(cfg, &gd, train, seed, dir)?;
     }
-    let mut eos = gd.fork()?;
-    eos.set_lr(eta_eos)?;
-    let mut stable = gd.fork()?;
-    stable.set_lr(eta_stable)?;
     let mut m_eos = monitor.for_branch("eos").with_series(true);
     let mut m_stable = monitor.for_branch("stable").with_series(true);
-    let every = cfg.run.sharpness.every.k;
-    // Both branches are measured at the same effective times: every `every` EoS steps.
-    let dt = every as f64 * eta_eos;
-    let schedule = |k: usize| Every {
-        k,
-        ..cfg.run.sharpness.every.clone()
-    };
-    let seed_label = |name| (name, seed);
-    // The stable branch first: it decides t**, and with `after_t2` where both branches end.
-    let every_stable = ((dt / eta_stable).round() as usize).max(1);
-    let thr_stable = 2.0 * (1.0 + cfg.run.momentum) / eta_stable;
-    let watch = Watch {
-        every: if cfg.t2_checks > 0 {
-            (every_stable / (cfg.t2_checks + 1)).max(1)
-        } else {
-            0
-        },
-        threshold: thr_stable,
-        after: cfg.after_t2,
-    };
-    run_branch(
-        &mut stable,
-        &mut m_stable,
-        (&schedule(every_stable), Some(watch)),
-        cfg.horizon,
-        seed_label("stable"),
+    let t_star2 = process::run_branches(
+        cfg,
+        [(&mut eos, &mut m_eos), (&mut stable, &mut m_stable)],
+        seed,
         resume,
+        &mut seconds,
     )?;
-    seconds.push(clock.elapsed().as_secs_f64());
-    let t_star2 = first_reaching(&m_stable, thr_stable);
-    // The same effective time on the EoS branch (rounded to its steps).
-    let horizon = (stable.state.t_eff - t_star).min(cfg.horizon);
-    run_branch(
-        &mut eos,
-        &mut m_eos,
-        (&schedule(every), None),
-        horizon,
-        seed_label("eos"),
-        resume,
-    )?;
-    seconds.push(clock.elapsed().as_secs_f64());
+    let dt = cfg.run.sharpness.every.k as f64 * eta_eos;
     let window = (t_star, t_star2.unwrap_or(t_star + cfg.horizon));
-    let measured = |m: &Monitor| m.tracker.records.len();
-    eprintln!(
-        "[branch] seed={seed}: fork at step {fork_step} (t_eff {t_star:.3}), t** {}; \
-         {:.1} s baseline ({} steps, {} measurements), {:.1} s EoS ({} steps, {}), {:.1} s \
-         stable ({} steps, {})",
-        t_star2
-            .map(|t| format!("{t:.3} (t** − t* = {:.3})", t - t_star))
-            .unwrap_or_else(|| "not reached within the horizon".into()),
-        seconds[0],
+    let steps = [
         fork_step,
-        measured(&monitor),
-        seconds[2] - seconds[1],
         eos.state.step - fork_step,
-        measured(&m_eos),
-        seconds[1] - seconds[0],
         stable.state.step - fork_step,
-        measured(&m_stable),
-    );
+    ];
+    let measured = [&monitor, &m_eos, &m_stable].map(|m| m.tracker.records.len());
+    report_seed(seed, (t_star, t_star2), &seconds, steps, measured);
     let mut names = m_eos.group_names();
     names.extend(["train".to_string(), "test".to_string()]);
     let mut log = monitor.log;
@@ -352,6 +275,60 @@ pub fn run_seed_with(
         delta,
         window_delta,
     })
+}
+
+/// Write the fork's state to `dir/seed-<seed>/fork.safetensors`.
+fn save_fork(
+    cfg: &BranchConfig,
+    gd: &GradientDescent,
+    train: &Dataset,
+    seed: u64,
+    dir: &Path,
+) -> Result<()> {
+    let meta = CheckpointMeta::for_process(
+        gd,
+        BTreeMap::from([
+            ("init".to_string(), seed),
+            ("data".to_string(), cfg.run.data.seed),
+        ]),
+        &train.fingerprint(),
+        serde_json::to_value(cfg).map_err(|e| Error::Numerics(e.to_string()))?,
+    );
+    checkpoint::save(
+        &dir.join(format!("seed-{seed}")).join("fork.safetensors"),
+        gd,
+        &meta,
+    )
+}
+
+/// One line on stderr per seed: the fork, t**, and where the time went (`seconds`: cumulative
+/// after the baseline, the stable branch and the EoS branch; `steps` and `measured`: baseline,
+/// EoS branch, stable branch).
+fn report_seed(
+    seed: u64,
+    (t_star, t_star2): (f64, Option<f64>),
+    seconds: &[f64],
+    steps: [usize; 3],
+    measured: [usize; 3],
+) {
+    eprintln!(
+        "[branch] seed={seed}: fork at step {} (t_eff {t_star:.3}), t** {}; \
+         {:.1} s baseline ({} steps, {} measurements), {:.1} s EoS ({} steps, {}), {:.1} s \
+         stable ({} steps, {})",
+        steps[0],
+        t_star2
+            .map(|t| format!("{t:.3} (t** − t* = {:.3})", t - t_star))
+            .unwrap_or_else(|| "not reached within the horizon".into()),
+        seconds[0],
+        steps[0],
+        measured[0],
+        seconds[2] - seconds[1],
+        steps[1],
+        measured[1],
+        seconds[1] - seconds[0],
+        steps[2],
+        measured[2],
+    );
 }
 
 /// The baseline of one seed, trained at the baseline rate until λ_max reaches the EoS rate's
@@ -397,7 +374,11 @@ fn run_baseline(
             if let Some(ck) = &ck {
                 ck.save_if_due(gd.state.step, &gd, &monitor.tracker, &monitor.log)?;
             }
-            let rec = monitor.measure(&gd)?;
+            let rec = if cfg.baseline_metrics {
+                monitor.measure(&gd)?
+            } else {
+                monitor.measure_sharpness(&gd)?
+            };
             if gd.state.step >= run.burn_in && rec.lambda_max() >= target {
                 return Ok((gd, monitor));
             }

@@ -24,6 +24,10 @@
 //!   m = 0.1 (their earlier MSE choice) the stable branch needs ≈ 17 units of t_eff (3,400
 //!   steps) to reach its own threshold t**; at m = 0.5 it reaches it after ≈ 8–10 (MSE) and
 //!   ≈ 4 (CE), a ninth of the steps.
+//! - **Enter design** (claim `tradeoff-enter`, [`enter`]): the baseline runs at η_low = 0.025,
+//!   the exit design's stable rate, and forks at its first measured step with λ_max ≥ 2/η = 40
+//!   (required to be ≤ 0.9 · 2/η_low = 72); the enter branch continues at η = 0.05, the stay
+//!   branch at 0.025. So the two designs compare the same two rates from different states.
 //! - **Measurement**: λ_max (warm-started Lanczos, relative residual 1e-4) and the per-group
 //!   gradient metrics every 20 EoS steps (1 unit of t_eff) at two consecutive steps (the
 //!   period-2 oscillation averages out); group losses and accuracies at every step.
@@ -130,6 +134,26 @@ pub fn tradeoff() -> BranchConfig {
         },
         t2_checks: 3,
         after_t2: Some(2.0),
+        baseline_metrics: true,
+    }
+}
+
+/// Claim `tradeoff-enter`: the enter design matched to [`tradeoff`]: the baseline at
+/// η_low = 0.025 forks at its first measured step with λ_max ≥ 2/η = 40 (checked to be at
+/// most 0.9 · 2/η_low = 72); the enter branch continues at η = 0.05, the stay branch at
+/// η_low. Same data, groups, model, seeds, measurement, horizon and stop after t**; without
+/// the per-group eigen-solves (only notebook 02 reads them, on the exit design), and the
+/// baseline measures only λ_max (at η_low it takes twice the exit baseline's steps to its
+/// fork, and nothing before the fork is read).
+///
+/// Why η_low = 0.025: it is the exit design's stable rate m·η, so both designs compare the
+/// same two rates, one forking at the edge of stability and one before it.
+pub fn enter() -> BranchConfig {
+    BranchConfig {
+        design: Design::enter(0.025),
+        monitor: MonitorConfig::default(),
+        baseline_metrics: false,
+        ..tradeoff()
     }
 }
 

@@ -110,23 +110,39 @@ fn list(es: &[&GroupEffect]) -> String {
     }
 }
 
-/// Claim `tradeoff`: some group has median Δℓ < 0 and some group median Δℓ > 0, each with that
-/// sign in ≥ 80% of seeds.
-pub fn tradeoff(r: &BranchResult) -> Verdict {
-    let mut v = Verdict::new("tradeoff");
-    seeds_check(&mut v, r);
-    let effects: Vec<_> = r
-        .effects()
+/// The paper groups' per-seed effects.
+fn paper_effects(r: &BranchResult) -> Vec<GroupEffect> {
+    r.effects()
         .into_iter()
         .filter(|e| r.paper_groups().contains(&e.group))
-        .collect();
+        .collect()
+}
+
+/// Claim `tradeoff`: some group has median Δℓ < 0 and some group median Δℓ > 0, each with that
+/// sign in ≥ 80% of seeds (exit design).
+pub fn tradeoff(r: &BranchResult) -> Verdict {
+    tradeoff_named("tradeoff", r)
+}
+
+/// Claim `tradeoff-enter`: the criterion of [`tradeoff`] on the enter design's branches (Δℓ =
+/// ℓ of the branch that enters the EoS − ℓ of the branch that stays stable).
+pub fn tradeoff_enter(r: &BranchResult) -> Verdict {
+    tradeoff_named("tradeoff-enter", r)
+}
+
+/// The trade-off criterion under the claim name `name`.
+fn tradeoff_named(name: &str, r: &BranchResult) -> Verdict {
+    let mut v = Verdict::new(name);
+    seeds_check(&mut v, r);
+    v.note(format!("design: {}", r.config.design.name()));
+    let effects = paper_effects(r);
     let helped: Vec<_> = effects
         .iter()
-        .filter(|e| e.median < 0.0 && e.frac_negative >= 0.8)
+        .filter(|e| e.reading() == "EoS helps")
         .collect();
     let hurt: Vec<_> = effects
         .iter()
-        .filter(|e| e.median > 0.0 && e.frac_positive >= 0.8)
+        .filter(|e| e.reading() == "EoS hurts")
         .collect();
     v.check(
         !helped.is_empty(),
@@ -152,6 +168,95 @@ pub fn tradeoff(r: &BranchResult) -> Verdict {
     v.numbers = serde_json::json!({
         "effects": effects, "band": r.band_effects(), "median_window": r.median_window(),
         "seeds_reaching_t2": r.seeds_reaching_t2(), "relative_to_train": r.relative_effects(),
+    });
+    v
+}
+
+/// A group's decided sign in one design: −1 or +1 when its median Δℓ has that sign in ≥ 80%
+/// of seeds (its reading is "EoS helps" or "EoS hurts"), else `None`.
+fn decided_sign(e: &GroupEffect) -> Option<f64> {
+    match e.reading() {
+        "EoS helps" => Some(-1.0),
+        "EoS hurts" => Some(1.0),
+        _ => None,
+    }
+}
+
+fn has_sign(x: f64, sign: f64) -> bool {
+    (sign < 0.0 && x < 0.0) || (sign > 0.0 && x > 0.0)
+}
+
+/// Claim `tradeoff-consistent`: every group whose median Δℓ has a sign in ≥ 80% of seeds in
+/// one design (exit or enter) has the same sign in the other design's median; at least one
+/// group must be decided in one of the designs, or there is nothing to compare.
+pub fn tradeoff_consistent(exit: &BranchResult, enter: &BranchResult) -> Verdict {
+    let mut v = Verdict::new("tradeoff-consistent");
+    for (label, r) in [("exit", exit), ("enter", enter)] {
+        let n = r.seeds.len();
+        v.check(n >= 5, format!("{label} design: {n} seeds (need >= 5)"));
+    }
+    let (ex, en) = (paper_effects(exit), paper_effects(enter));
+    let median_of = |es: &[GroupEffect], g: &str| {
+        es.iter()
+            .find(|e| e.group == g)
+            .map(|e| e.median)
+            .unwrap_or(f64::NAN)
+    };
+    let (mut decided, mut band_agrees) = (0, true);
+    let sides = [
+        ("exit", "enter", &ex, &en, exit, enter),
+        ("enter", "exit", &en, &ex, enter, exit),
+    ];
+    for (from, other, mine, theirs, r_mine, r_theirs) in sides {
+        for e in mine.iter() {
+            let Some(sign) = decided_sign(e) else {
+                continue;
+            };
+            decided += 1;
+            let m = median_of(theirs, &e.group);
+            v.check(
+                has_sign(m, sign),
+                format!(
+                    "{} in the {from} design: {} ({:.0}% of seeds); {other} design median \
+                     {m:+.3e}",
+                    e.group,
+                    e.reading(),
+                    100.0
+                        * if sign < 0.0 {
+                            e.frac_negative
+                        } else {
+                            e.frac_positive
+                        },
+                ),
+            );
+            band_agrees &=
+                has_sign(band(r_mine, &e.group), sign) && has_sign(band(r_theirs, &e.group), sign);
+        }
+    }
+    v.check(
+        decided > 0,
+        format!(
+            "{decided} decided group readings (one sign in >= 80% of seeds) over both designs \
+             (need >= 1)"
+        ),
+    );
+    for (label, es) in [("exit", &ex), ("enter", &en)] {
+        for e in es.iter() {
+            v.note(format!("{label} design: {}", show(e)));
+        }
+    }
+    band_note(&mut v, "exit design ", exit);
+    band_note(&mut v, "enter design ", enter);
+    let holds = v.holds();
+    agreement(
+        &mut v,
+        "every decided sign shared by the other design",
+        holds,
+        decided > 0 && band_agrees,
+    );
+    v.numbers = serde_json::json!({
+        "exit": ex, "enter": en, "decided": decided,
+        "exit_band": exit.band_effects(), "enter_band": enter.band_effects(),
     });
     v
 }

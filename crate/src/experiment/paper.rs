@@ -100,6 +100,20 @@ pub fn tradeoff(dir: &Path) -> BranchConfig {
         monitor: crate::monitor::MonitorConfig::default(),
         t2_checks: 3,
         after_t2: None,
+        baseline_metrics: true,
+    }
+}
+
+/// Claim `tradeoff-enter` at paper scale: the trade-off setup in the enter design, the
+/// baseline at η_low = 0.005 (2/η_low = 400) forking where λ_max first reaches 2/η = 200,
+/// the enter branch at η = 0.01. Why 0.005: half the EoS rate keeps the baseline's run to
+/// the fork at twice the exit design's steps, where the exit design's stable rate 0.001
+/// would need ten times; not yet run on CIFAR-10.
+pub fn enter(dir: &Path) -> BranchConfig {
+    BranchConfig {
+        design: Design::enter(0.005),
+        baseline_metrics: false,
+        ..tradeoff(dir)
     }
 }
 

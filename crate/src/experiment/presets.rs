@@ -77,6 +77,20 @@ pub fn digits_tradeoff() -> BranchConfig {
         monitor: crate::monitor::MonitorConfig::default(),
         t2_checks: 0,
         after_t2: None,
+        baseline_metrics: true,
+    }
+}
+
+/// Claim `tradeoff-enter` on the shipped digits: the trade-off setup in the enter design, the
+/// baseline at η_low = 0.05 (2/η_low = 40) forking where λ_max first reaches 2/η = 20.
+///
+/// Why 0.05 and not the exit design's stable rate m·η = 0.01: at 0.01 the baseline needs ≈ 10×
+/// the steps to reach 20 and the stay branch would never reach its own threshold 200.
+pub fn digits_enter() -> BranchConfig {
+    BranchConfig {
+        design: Design::enter(0.05),
+        baseline_metrics: false,
+        ..digits_tradeoff()
     }
 }
 
@@ -176,6 +190,14 @@ impl Preset {
             Preset::CifarSubset => super::cifar_subset::tradeoff(),
             Preset::Digits => digits_tradeoff(),
             Preset::Paper(d) => super::paper::tradeoff(d),
+        }
+    }
+    /// Claim `tradeoff-enter`: the enter design matched to [`Preset::tradeoff`].
+    pub fn enter(&self) -> BranchConfig {
+        match self {
+            Preset::CifarSubset => super::cifar_subset::enter(),
+            Preset::Digits => digits_enter(),
+            Preset::Paper(d) => super::paper::enter(d),
         }
     }
     /// Claim `alignment`: (coherent, random-direction control).

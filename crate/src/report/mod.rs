@@ -1,5 +1,10 @@
 //! Figures and tables for branching results (the paper's figure types), shared by notebooks,
-//! the command line and run directories.
+//! the command line and run directories; the exit and enter designs side by side in
+//! [`designs`].
+pub mod designs;
+
+pub use designs::{designs_delta_figure, designs_frame, designs_sharpness_figure, settling_frame};
+
 use crate::Result;
 use crate::branch::{BranchResult, GroupEffect};
 use crate::plot::{Figure, LinePlot};
@@ -78,43 +83,22 @@ pub fn measurement_frame(a: &BranchResult, b: &BranchResult) -> Result<DataFrame
     };
     let name = |r: &BranchResult| format!("{:?}", r.config.measurement).to_lowercase();
     let (na, nb) = (name(a), name(b));
+    let col = |name: String, f: &dyn Fn(&str) -> f64| {
+        Column::new(name.into(), groups.iter().map(|g| f(g)).collect::<Vec<_>>())
+    };
     Ok(DataFrame::new_infer_height(vec![
         Column::new("group".into(), groups.clone()),
-        Column::new(
-            format!("median_{na}").into(),
-            groups
-                .iter()
-                .map(|g| of(&ea, g, |e| e.median))
-                .collect::<Vec<_>>(),
-        ),
-        Column::new(
-            format!("median_{nb}").into(),
-            groups
-                .iter()
-                .map(|g| of(&eb, g, |e| e.median))
-                .collect::<Vec<_>>(),
-        ),
-        Column::new(
-            "difference".into(),
-            groups
-                .iter()
-                .map(|g| of(&eb, g, |e| e.median) - of(&ea, g, |e| e.median))
-                .collect::<Vec<_>>(),
-        ),
-        Column::new(
-            format!("frac_negative_{na}").into(),
-            groups
-                .iter()
-                .map(|g| of(&ea, g, |e| e.frac_negative))
-                .collect::<Vec<_>>(),
-        ),
-        Column::new(
-            format!("frac_negative_{nb}").into(),
-            groups
-                .iter()
-                .map(|g| of(&eb, g, |e| e.frac_negative))
-                .collect::<Vec<_>>(),
-        ),
+        col(format!("median_{na}"), &|g| of(&ea, g, |e| e.median)),
+        col(format!("median_{nb}"), &|g| of(&eb, g, |e| e.median)),
+        col("difference".into(), &|g| {
+            of(&eb, g, |e| e.median) - of(&ea, g, |e| e.median)
+        }),
+        col(format!("frac_negative_{na}"), &|g| {
+            of(&ea, g, |e| e.frac_negative)
+        }),
+        col(format!("frac_negative_{nb}"), &|g| {
+            of(&eb, g, |e| e.frac_negative)
+        }),
     ])?)
 }
 
@@ -247,6 +231,16 @@ fn band_figure(
     y: &str,
     band_of: impl Fn(&BranchResult, &str) -> Band,
 ) -> Result<Figure> {
+    band_plot(r, title, y, band_of).render()
+}
+
+/// Each paper group's median curve with its IQR band, a zero line and the median window.
+fn band_plot(
+    r: &BranchResult,
+    title: &str,
+    y: &str,
+    band_of: impl Fn(&BranchResult, &str) -> Band,
+) -> LinePlot {
     let mut p = LinePlot::new(title, "t_eff − t*", y);
     for (c, g) in r.paper_groups().iter().enumerate() {
         let band = band_of(r, g);
@@ -259,7 +253,7 @@ fn band_figure(
         );
     }
     p = p.hline(0.0, "no effect", 7);
-    p.window(0.0, r.median_window(), "median window").render()
+    p.window(0.0, r.median_window(), "median window")
 }
 
 /// ‖g_k‖²cos²(g_k, v_max) per group (EoS solid, stable dashed), log scale, seed index `i`.
