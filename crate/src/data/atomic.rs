@@ -43,6 +43,47 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     result
 }
 
+/// [`write_atomic`] for a safetensors file, with its header in a canonical order.
+///
+/// Why: `safetensors::serialize` writes the metadata from a `HashMap` in the map's (per
+/// process random) order, so the same content gave different bytes in every run, and a
+/// resumed run's files could not be compared with an uninterrupted run's. Here the metadata
+/// keys are sorted; the tensors (and their offsets) are as serialized.
+pub fn write_safetensors_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic(path, &canonical_safetensors(path, bytes)?)
+}
+
+/// `bytes` (a serialized safetensors file) with the header's keys and its metadata's keys
+/// sorted; the header is padded with spaces to a multiple of 8 bytes as safetensors pads it.
+fn canonical_safetensors(path: &Path, bytes: &[u8]) -> Result<Vec<u8>> {
+    use serde_json::Value;
+    let bad = |m: &str| Error::data(path, format!("cannot write safetensors: {m}"));
+    let n = bytes
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize)
+        .ok_or_else(|| bad("no header"))?;
+    let end = n
+        .checked_add(8)
+        .filter(|&e| e <= bytes.len())
+        .ok_or_else(|| bad("truncated header"))?;
+    let header = &bytes[8..end];
+    let mut fields: std::collections::BTreeMap<String, Value> =
+        serde_json::from_slice(header).map_err(|e| bad(&e.to_string()))?;
+    if let Some(Value::Object(m)) = fields.get_mut("__metadata__") {
+        // Re-inserted in sorted order: sorted whether or not serde_json preserves order.
+        let sorted: std::collections::BTreeMap<String, Value> =
+            std::mem::take(m).into_iter().collect();
+        m.extend(sorted);
+    }
+    let mut text = serde_json::to_vec(&fields).map_err(|e| bad(&e.to_string()))?;
+    text.resize(text.len().next_multiple_of(8), b' ');
+    let mut out = Vec::with_capacity(8 + text.len() + bytes.len() - end);
+    out.extend_from_slice(&(text.len() as u64).to_le_bytes());
+    out.extend_from_slice(&text);
+    out.extend_from_slice(&bytes[end..]);
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -74,5 +115,33 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("file"), "{e}");
+    }
+
+    #[test]
+    fn safetensors_headers_do_not_depend_on_map_order() {
+        use safetensors::tensor::{Dtype, TensorView};
+        let data = [1u8, 2, 3, 4, 5, 6, 7, 8];
+        let write = |keys: &[&str]| {
+            // Maps built in different orders: their iteration orders differ.
+            let meta: std::collections::HashMap<String, String> = keys
+                .iter()
+                .map(|k| (k.to_string(), format!("v{k}")))
+                .collect();
+            let views = [("t", TensorView::new(Dtype::U8, vec![8], &data).unwrap())];
+            let bytes = safetensors::serialize(views, Some(meta)).unwrap();
+            canonical_safetensors(Path::new("x"), &bytes).unwrap()
+        };
+        let keys: Vec<String> = (0..12).map(|i| format!("key{i}")).collect();
+        let fwd: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let rev: Vec<&str> = fwd.iter().rev().copied().collect();
+        let a = write(&fwd);
+        for _ in 0..8 {
+            assert_eq!(write(&rev), a);
+        }
+        let st = safetensors::SafeTensors::deserialize(&a).unwrap();
+        assert_eq!(st.tensor("t").unwrap().data(), &data);
+        let (_, md) = safetensors::SafeTensors::read_metadata(&a).unwrap();
+        assert_eq!(md.metadata().as_ref().unwrap()["key3"], "vkey3");
+        assert!(canonical_safetensors(Path::new("x"), &a[..20]).is_err());
     }
 }

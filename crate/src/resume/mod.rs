@@ -21,7 +21,7 @@
 //! the pointer is written last, so a crash mid-write leaves the previous checkpoint in force.
 use crate::branch::SeedBranches;
 use crate::checkpoint::{self, Checkpoint, CheckpointMeta};
-use crate::data::atomic::write_atomic;
+use crate::data::atomic::{write_atomic, write_safetensors_atomic};
 use crate::experiment::eos::SeedRun;
 use crate::metrics::{MetricRow, RunLog};
 use crate::sharpness::{EosEntry, SharpnessRecord, SharpnessTracker};
