@@ -1,5 +1,9 @@
 //! Atomic file writes: a file is either its old content or its complete new content, never a
 //! half-written mix (a crash or a full disk mid-write must not destroy an exported data set).
+//!
+//! A write goes through a temporary `.<name>.tmp-<pid>-<n>` beside the file. A process killed
+//! mid-write leaves that temporary behind; [`remove_stale_temporaries`] clears those of
+//! processes that are gone (resumable runs call it when they open their directory).
 use crate::{Error, Result};
 use std::io::Write;
 use std::path::Path;
@@ -84,6 +88,55 @@ fn canonical_safetensors(path: &Path, bytes: &[u8]) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+/// The id of the process that wrote `name`, if `name` is one of [`write_atomic`]'s
+/// temporaries (`.<file>.tmp-<pid>-<n>`).
+pub fn temporary_owner(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix('.')?;
+    let (file, tail) = rest.rsplit_once(".tmp-")?;
+    let (pid, n) = tail.split_once('-')?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if file.is_empty() || !digits(n) || !digits(pid) {
+        return None;
+    }
+    pid.parse().ok()
+}
+
+/// Whether process `pid` may still be writing (it is this process, or it is alive).
+fn may_be_writing(pid: u32) -> bool {
+    if pid == std::process::id() {
+        return true;
+    }
+    // Where /proc is missing nothing can be told: only this process's own files are kept.
+    Path::new("/proc/self").exists() && Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Remove, under `dir` (recursively), the temporaries [`write_atomic`] left behind in
+/// processes that no longer run (killed mid-write). Returns how many were removed; a
+/// directory that is absent holds none.
+pub fn remove_stale_temporaries(dir: &Path) -> Result<usize> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(Error::io(dir, e)),
+    };
+    let mut removed = 0;
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(dir, e))?;
+        let path = entry.path();
+        let kind = entry.file_type().map_err(|e| Error::io(&path, e))?;
+        if kind.is_dir() {
+            removed += remove_stale_temporaries(&path)?;
+        } else if let Some(pid) = entry.file_name().to_str().and_then(temporary_owner)
+            && kind.is_file()
+            && !may_be_writing(pid)
+        {
+            std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,6 +168,52 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("file"), "{e}");
+    }
+
+    #[test]
+    fn temporaries_are_recognised_by_name() {
+        assert_eq!(temporary_owner(".result.safetensors.tmp-417-3"), Some(417));
+        assert_eq!(temporary_owner(".a.tmp-1.json.tmp-9-0"), Some(9));
+        for other in [
+            "result.safetensors",
+            ".a.tmp-",
+            ".a.tmp-12",
+            ".a.tmp-x-1",
+            ".tmp-1-2",
+        ] {
+            assert_eq!(temporary_owner(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn stale_temporaries_of_dead_processes_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        // A process that has exited (and been reaped) cannot be writing any more.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        child.wait().unwrap();
+        let dead = child.id();
+        let sub = dir.path().join("seed-0/resume");
+        std::fs::create_dir_all(&sub).unwrap();
+        let stale = [
+            dir.path().join(format!(".metrics.csv.tmp-{dead}-0")),
+            sub.join(format!(".baseline.json.tmp-{dead}-7")),
+        ];
+        let mine = dir.path().join(format!(".x.tmp-{}-0", std::process::id()));
+        let kept = [
+            mine,
+            dir.path().join(".notes.tmp"),
+            sub.join("baseline.json"),
+        ];
+        for p in stale.iter().chain(&kept) {
+            std::fs::write(p, b"x").unwrap();
+        }
+        assert_eq!(remove_stale_temporaries(dir.path()).unwrap(), 2);
+        assert!(stale.iter().all(|p| !p.exists()));
+        assert!(kept.iter().all(|p| p.exists()));
+        assert_eq!(
+            remove_stale_temporaries(&dir.path().join("absent")).unwrap(),
+            0
+        );
     }
 
     #[test]

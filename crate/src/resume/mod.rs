@@ -172,6 +172,14 @@ impl Resume {
         options: ResumeOptions,
     ) -> Result<Resume> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        // Temporaries of writes a killed run left behind are never part of a run's record.
+        let stale = crate::data::atomic::remove_stale_temporaries(dir)?;
+        if stale > 0 {
+            eprintln!(
+                "[resume] {}: removed {stale} temporary file(s) of interrupted writes",
+                dir.display()
+            );
+        }
         let cfg_path = dir.join("config.json");
         let state_path = dir.join("resume.json");
         if cfg_path.exists() {
@@ -215,6 +223,16 @@ impl Resume {
                 )));
             }
         } else {
+            if claim_interrupted(&state_path)? {
+                // resume.json is written first, config.json second: a run stopped between the
+                // two had done nothing else yet, so the directory is claimed afresh.
+                eprintln!(
+                    "[resume] {}: completing the claim of this directory (an earlier run \
+                     stopped while starting)",
+                    dir.display()
+                );
+                std::fs::remove_file(&state_path).map_err(|e| Error::io(&state_path, e))?;
+            }
             let occupied = std::fs::read_dir(dir)
                 .map_err(|e| Error::io(dir, e))?
                 .next()
@@ -318,6 +336,24 @@ impl Resume {
             }
         }
     }
+}
+
+/// Whether `state_path` (a directory's `resume.json`, its `config.json` absent) is all that a
+/// run stopped right after claiming the directory left there: the directory holds nothing else
+/// and the file is this module's.
+fn claim_interrupted(state_path: &Path) -> Result<bool> {
+    let dir = state_path.parent().unwrap_or(Path::new("."));
+    let mut names = Vec::new();
+    for e in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        names.push(e.map_err(|e| Error::io(dir, e))?.file_name());
+    }
+    if names.len() != 1 || names[0] != "resume.json" {
+        return Ok(false);
+    }
+    let ours = read_json(state_path)
+        .ok()
+        .is_some_and(|v| v.get("format").and_then(|f| f.as_str()) == Some(FORMAT));
+    Ok(ours)
 }
 
 fn find_device(v: &serde_json::Value) -> Option<String> {
@@ -599,6 +635,30 @@ mod tests {
         std::fs::create_dir_all(&foreign).unwrap();
         std::fs::write(foreign.join("notes.txt"), b"mine").unwrap();
         let e = Resume::open(&foreign, cfg, "abc", ResumeOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not empty"), "{e}");
+    }
+
+    #[test]
+    fn open_completes_a_claim_interrupted_between_its_two_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = serde_json::json!({"run": {"lr": 0.01}});
+        let d = dir.path().join("run");
+        Resume::open(&d, cfg.clone(), "abc", ResumeOptions::default()).unwrap();
+        // As a run killed after writing resume.json, and inside its write of config.json.
+        std::fs::remove_file(d.join("config.json")).unwrap();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        child.wait().unwrap();
+        let tmp = d.join(format!(".config.json.tmp-{}-1", child.id()));
+        std::fs::write(&tmp, b"{").unwrap();
+        Resume::open(&d, cfg.clone(), "abc", ResumeOptions::default()).unwrap();
+        assert!(d.join("config.json").exists() && !tmp.exists());
+        // A resume.json beside other files, or not this module's, is not taken for one.
+        let other = dir.path().join("other");
+        std::fs::create_dir_all(&other).unwrap();
+        std::fs::write(other.join("resume.json"), b"{\"format\": \"mine\"}").unwrap();
+        let e = Resume::open(&other, cfg, "abc", ResumeOptions::default())
             .unwrap_err()
             .to_string();
         assert!(e.contains("not empty"), "{e}");
