@@ -4,13 +4,41 @@
 //! A write goes through a temporary `.<name>.tmp-<pid>-<n>` beside the file. A process killed
 //! mid-write leaves that temporary behind; [`remove_stale_temporaries`] clears those of
 //! processes that are gone (resumable runs call it when they open their directory).
+//!
+//! Test hook: with `EOSLAB_WRITE_DELAY_US=N` in the environment, every write logs its phases
+//! to stderr (`[write] created|written|synced|renamed <path>`) and sleeps N µs after creating,
+//! writing and syncing the temporary, so that a test killing the process at random moments
+//! lands inside writes often (crate/tests/crash.rs). Unset, writes neither log nor sleep.
 use crate::{Error, Result};
 use std::io::Write;
 use std::path::Path;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 /// Distinguishes concurrent writers in one process (tests run in parallel threads).
 static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// The write-delay test hook, read once per process (`None`: off).
+fn write_delay() -> Option<Duration> {
+    static DELAY: OnceLock<Option<Duration>> = OnceLock::new();
+    *DELAY.get_or_init(|| {
+        std::env::var("EOSLAB_WRITE_DELAY_US")
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_micros)
+    })
+}
+
+/// With the test hook on: log that `path`'s write reached `phase`, then pause.
+fn phase(path: &Path, phase: &str, pause: bool) {
+    if let Some(d) = write_delay() {
+        eprintln!("[write] {phase} {}", path.display());
+        if pause {
+            std::thread::sleep(d);
+        }
+    }
+}
 
 /// Write `bytes` to `path` through a temporary file in the same directory and a rename.
 ///
@@ -34,12 +62,19 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     // Run directories are created on first write (checkpoints under seed-N/, figures, tables).
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let tmp = dir.join(tmp_name);
+    // Errors name the file being written, not its temporary (which is removed): a full or
+    // read-only disk then says which result could not be saved.
     let result = (|| {
-        let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        f.write_all(bytes).map_err(|e| Error::io(&tmp, e))?;
+        let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(path, e))?;
+        phase(path, "created", true);
+        f.write_all(bytes).map_err(|e| Error::io(path, e))?;
+        phase(path, "written", true);
         // Flush to disk before the rename, or a crash could leave a renamed but empty file.
-        f.sync_all().map_err(|e| Error::io(&tmp, e))?;
-        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+        f.sync_all().map_err(|e| Error::io(path, e))?;
+        phase(path, "synced", true);
+        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
+        phase(path, "renamed", false);
+        Ok(())
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
