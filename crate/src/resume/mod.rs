@@ -35,8 +35,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+mod open;
 mod state;
 mod table;
+
+pub use open::config_diff;
 
 pub use state::{
     MonitorState, get_history, get_log, get_records, load_eos_run, load_seed, put_history, put_log,
@@ -94,59 +97,6 @@ pub struct Resume {
     config: serde_json::Value,
 }
 
-/// The JSON paths (dotted) at which two configurations differ, with both values.
-pub fn config_diff(old: &serde_json::Value, new: &serde_json::Value) -> Vec<String> {
-    fn walk(path: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<String>) {
-        use serde_json::Value as V;
-        match (a, b) {
-            (V::Object(x), V::Object(y)) => {
-                let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
-                for k in keys {
-                    let p = if path.is_empty() {
-                        k.clone()
-                    } else {
-                        format!("{path}.{k}")
-                    };
-                    match (x.get(k), y.get(k)) {
-                        (Some(u), Some(v)) => walk(&p, u, v, out),
-                        (u, v) => out.push(format!(
-                            "{p}: {} (directory) vs {} (now)",
-                            u.map(|u| u.to_string()).unwrap_or_else(|| "absent".into()),
-                            v.map(|v| v.to_string()).unwrap_or_else(|| "absent".into())
-                        )),
-                    }
-                }
-            }
-            (V::Array(x), V::Array(y)) if x.len() == y.len() => {
-                for (i, (u, v)) in x.iter().zip(y).enumerate() {
-                    walk(&format!("{path}[{i}]"), u, v, out);
-                }
-            }
-            _ if a != b => out.push(format!("{path}: {a} (directory) vs {b} (now)")),
-            _ => {}
-        }
-    }
-    let mut out = Vec::new();
-    walk("", old, new, &mut out);
-    out
-}
-
-/// Remove every `"device"` key (the one setting that may change between a run and its resume).
-fn without_device(v: &serde_json::Value) -> serde_json::Value {
-    match v {
-        serde_json::Value::Object(m) => serde_json::Value::Object(
-            m.iter()
-                .filter(|(k, _)| k.as_str() != "device")
-                .map(|(k, v)| (k.clone(), without_device(v)))
-                .collect(),
-        ),
-        serde_json::Value::Array(a) => {
-            serde_json::Value::Array(a.iter().map(without_device).collect())
-        }
-        other => other.clone(),
-    }
-}
-
 fn read_json(path: &Path) -> Result<serde_json::Value> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     serde_json::from_slice(&bytes).map_err(|e| Error::data(path, format!("not valid JSON: {e}")))
@@ -160,108 +110,6 @@ fn write_json(path: &Path, v: &serde_json::Value) -> Result<()> {
 }
 
 impl Resume {
-    /// Open `dir` for the run described by `config` on a training set with `fingerprint`.
-    ///
-    /// A new (or empty) directory is claimed: `config.json` and `resume.json` are written. An
-    /// existing one must hold the same configuration (the device aside) and the same training
-    /// set, or this is an error listing the differences; nothing is overwritten.
-    pub fn open(
-        dir: &Path,
-        config: serde_json::Value,
-        fingerprint: &str,
-        options: ResumeOptions,
-    ) -> Result<Resume> {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        // Temporaries of writes a killed run left behind are never part of a run's record.
-        let stale = crate::data::atomic::remove_stale_temporaries(dir)?;
-        if stale > 0 {
-            eprintln!(
-                "[resume] {}: removed {stale} temporary file(s) of interrupted writes",
-                dir.display()
-            );
-        }
-        let cfg_path = dir.join("config.json");
-        let state_path = dir.join("resume.json");
-        if cfg_path.exists() {
-            let old = read_json(&cfg_path)?;
-            let diff = config_diff(&without_device(&old), &without_device(&config));
-            if !diff.is_empty() {
-                return Err(Error::Config(format!(
-                    "{} holds a run with another configuration; choose another output directory \
-                     (or remove that one) rather than mixing runs. Differences: {}",
-                    dir.display(),
-                    diff.join("; ")
-                )));
-            }
-            let (od, nd) = (find_device(&old), find_device(&config));
-            if od != nd {
-                eprintln!(
-                    "[resume] {}: continuing a run started on {} on {}; results are not \
-                     bit-identical to an uninterrupted run on one device",
-                    dir.display(),
-                    od.as_deref().unwrap_or("?"),
-                    nd.as_deref().unwrap_or("?")
-                );
-            }
-            if state_path.exists() {
-                let st = read_json(&state_path)?;
-                let old_fp = st.get("train_fingerprint").and_then(|v| v.as_str());
-                if old_fp != Some(fingerprint) {
-                    return Err(Error::Config(format!(
-                        "{}: the training set differs from the one this run directory was \
-                         started with (fingerprint {} there, {fingerprint} now): the data \
-                         directory or its files changed; use another output directory",
-                        dir.display(),
-                        old_fp.unwrap_or("absent")
-                    )));
-                }
-            } else {
-                return Err(Error::Config(format!(
-                    "{} holds a run that was not started as resumable (no resume.json); use \
-                     another output directory",
-                    dir.display()
-                )));
-            }
-        } else {
-            if claim_interrupted(&state_path)? {
-                // resume.json is written first, config.json second: a run stopped between the
-                // two had done nothing else yet, so the directory is claimed afresh.
-                eprintln!(
-                    "[resume] {}: completing the claim of this directory (an earlier run \
-                     stopped while starting)",
-                    dir.display()
-                );
-                std::fs::remove_file(&state_path).map_err(|e| Error::io(&state_path, e))?;
-            }
-            let occupied = std::fs::read_dir(dir)
-                .map_err(|e| Error::io(dir, e))?
-                .next()
-                .is_some();
-            if occupied {
-                return Err(Error::Config(format!(
-                    "{} is not empty and holds no eoslab run (no config.json); use an empty or \
-                     new output directory",
-                    dir.display()
-                )));
-            }
-            write_json(
-                &state_path,
-                &serde_json::json!({
-                    "format": FORMAT,
-                    "train_fingerprint": fingerprint,
-                    "eoslab_version": env!("CARGO_PKG_VERSION"),
-                }),
-            )?;
-            write_json(&cfg_path, &config)?;
-        }
-        Ok(Resume {
-            dir: dir.to_path_buf(),
-            options,
-            fingerprint: fingerprint.to_string(),
-            config,
-        })
-    }
-
     /// The run directory.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -335,34 +183,6 @@ impl Resume {
                 }
             }
         }
-    }
-}
-
-/// Whether `state_path` (a directory's `resume.json`, its `config.json` absent) is all that a
-/// run stopped right after claiming the directory left there: the directory holds nothing else
-/// and the file is this module's.
-fn claim_interrupted(state_path: &Path) -> Result<bool> {
-    let dir = state_path.parent().unwrap_or(Path::new("."));
-    let mut names = Vec::new();
-    for e in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
-        names.push(e.map_err(|e| Error::io(dir, e))?.file_name());
-    }
-    if names.len() != 1 || names[0] != "resume.json" {
-        return Ok(false);
-    }
-    let ours = read_json(state_path)
-        .ok()
-        .is_some_and(|v| v.get("format").and_then(|f| f.as_str()) == Some(FORMAT));
-    Ok(ours)
-}
-
-fn find_device(v: &serde_json::Value) -> Option<String> {
-    match v {
-        serde_json::Value::Object(m) => m
-            .get("device")
-            .and_then(|d| d.as_str().map(String::from))
-            .or_else(|| m.values().find_map(find_device)),
-        _ => None,
     }
 }
 
@@ -569,98 +389,4 @@ fn checkpoint_dtype(d: DType) -> &'static str {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn diff_names_every_changed_field_and_ignores_device() {
-        let a = serde_json::json!({"run": {"lr": 0.01, "device": "cpu", "hidden": [512, 512]}, "seeds": [0, 1]});
-        let b = serde_json::json!({"run": {"lr": 0.02, "device": "cuda:0", "hidden": [512, 256]}, "seeds": [0, 1]});
-        let d = config_diff(&without_device(&a), &without_device(&b));
-        assert_eq!(d.len(), 2, "{d:?}");
-        assert!(d[0].starts_with("run.hidden[1]: 512"), "{d:?}");
-        assert!(d[1].starts_with("run.lr: 0.01"), "{d:?}");
-    }
-
-    #[test]
-    fn log_roundtrip_is_exact_with_nan() {
-        let mut log = RunLog::new("x");
-        for (i, v) in [1.0 / 3.0, f64::NAN, -0.0, 1e-310].iter().enumerate() {
-            log.rows.push(MetricRow {
-                branch: if i % 2 == 0 { "eos" } else { "stable" }.into(),
-                seed: 7,
-                step: i * 32,
-                t_eff: i as f64 * 0.01,
-                group: "inlier".into(),
-                metric: "loss".into(),
-                value: *v,
-            });
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("t.safetensors");
-        let mut w = TableWriter::default();
-        put_log(&mut w, "", &log);
-        w.write(&p).unwrap();
-        let back = get_log(&TableReader::open(&p).unwrap(), "").unwrap();
-        assert_eq!(back.rows.len(), 4);
-        for (a, b) in log.rows.iter().zip(&back.rows) {
-            assert_eq!(a.value.to_bits(), b.value.to_bits());
-            assert_eq!((&a.branch, a.step, a.t_eff), (&b.branch, b.step, b.t_eff));
-        }
-    }
-
-    #[test]
-    fn open_refuses_foreign_and_mismatched_directories() {
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = serde_json::json!({"run": {"lr": 0.01, "device": "cpu"}});
-        let d = dir.path().join("run");
-        Resume::open(&d, cfg.clone(), "abc", ResumeOptions::default()).unwrap();
-        // Same config on another device: fine. Other lr, or other data: errors.
-        let other_dev = serde_json::json!({"run": {"lr": 0.01, "device": "cuda:0"}});
-        Resume::open(&d, other_dev, "abc", ResumeOptions::default()).unwrap();
-        let e = Resume::open(
-            &d,
-            serde_json::json!({"run": {"lr": 0.02, "device": "cpu"}}),
-            "abc",
-            ResumeOptions::default(),
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(e.contains("run.lr: 0.01 (directory) vs 0.02 (now)"), "{e}");
-        let e = Resume::open(&d, cfg.clone(), "xyz", ResumeOptions::default())
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("training set differs"), "{e}");
-        let foreign = dir.path().join("foreign");
-        std::fs::create_dir_all(&foreign).unwrap();
-        std::fs::write(foreign.join("notes.txt"), b"mine").unwrap();
-        let e = Resume::open(&foreign, cfg, "abc", ResumeOptions::default())
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("not empty"), "{e}");
-    }
-
-    #[test]
-    fn open_completes_a_claim_interrupted_between_its_two_files() {
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = serde_json::json!({"run": {"lr": 0.01}});
-        let d = dir.path().join("run");
-        Resume::open(&d, cfg.clone(), "abc", ResumeOptions::default()).unwrap();
-        // As a run killed after writing resume.json, and inside its write of config.json.
-        std::fs::remove_file(d.join("config.json")).unwrap();
-        let mut child = std::process::Command::new("true").spawn().unwrap();
-        child.wait().unwrap();
-        let tmp = d.join(format!(".config.json.tmp-{}-1", child.id()));
-        std::fs::write(&tmp, b"{").unwrap();
-        Resume::open(&d, cfg.clone(), "abc", ResumeOptions::default()).unwrap();
-        assert!(d.join("config.json").exists() && !tmp.exists());
-        // A resume.json beside other files, or not this module's, is not taken for one.
-        let other = dir.path().join("other");
-        std::fs::create_dir_all(&other).unwrap();
-        std::fs::write(other.join("resume.json"), b"{\"format\": \"mine\"}").unwrap();
-        let e = Resume::open(&other, cfg, "abc", ResumeOptions::default())
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("not empty"), "{e}");
-    }
-}
+mod tests;
