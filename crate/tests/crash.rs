@@ -3,10 +3,11 @@
 //! output directory and its printed summary byte-for-byte those of an uninterrupted run; a kill
 //! inside its very first writes leaves a directory the next run takes up.
 //!
-//! Half the kills fall at a time drawn uniformly over the (estimated) rest of the run, half
-//! inside a write: after a drawn number of writes has begun, a drawn fraction of the way
-//! through the write (the binary's test hook `EOSLAB_WRITE_DELAY_US` makes each write pause
-//! between its phases and log them; see `eoslab::data::atomic`).
+//! Half the kills fall at a time drawn uniformly over a stretch of the run, half inside a
+//! write: after a drawn number of writes has begun (or, one kill in ten, once a write of a
+//! seed result, table or figure has begun), a drawn fraction of the way through the write (the
+//! binary's test hook `EOSLAB_WRITE_DELAY_US` makes each write pause between its phases and
+//! log them; see `eoslab::data::atomic`).
 //!
 //! `EOSLAB_CRASH_KILLS` (default 30) sets the number of kills, `EOSLAB_CRASH_SEED` (default 1)
 //! the moments. No file is excluded from the comparison.
@@ -54,6 +55,8 @@ enum Kill {
     At(Duration),
     /// Once `writes` writes have begun, this long after the last of them began.
     InWrite { writes: usize, after: Duration },
+    /// Once a write of a file of this kind (see [`kind`]) has begun, this long after.
+    InWriteOf { kind: &'static str, after: Duration },
 }
 
 /// How one invocation ended.
@@ -120,6 +123,16 @@ fn run_once(out: &Path, kill: Kill, log: &Path) -> Ended {
             Kill::At(t) => t0.elapsed() >= t,
             Kill::InWrite { writes, after } => {
                 if began.is_none() && stderr_of(log).matches("[write] created ").count() >= writes {
+                    began = Some(Instant::now());
+                }
+                began.is_some_and(|b| b.elapsed() >= after)
+            }
+            Kill::InWriteOf { kind: k, after } => {
+                let begun = |l: &str| {
+                    l.strip_prefix("[write] created ")
+                        .is_some_and(|p| kind(p) == k)
+                };
+                if began.is_none() && stderr_of(log).lines().any(begun) {
                     began = Some(Instant::now());
                 }
                 began.is_some_and(|b| b.elapsed() >= after)
@@ -193,9 +206,17 @@ fn killed_at_random_moments_the_resumed_claim_ends_bit_identical() {
         let (span, write_span) = (2.0 * duration / per_run as f64, 2 * writes / per_run);
         let mut killed_here = 0;
         loop {
-            let aimed = rng.uniform() < 0.5;
+            // Half the kills aim at writes; one in ten at the late, rare ones (seed results,
+            // tables, figures), which kills aimed by count seldom reach.
+            let draw = rng.uniform();
+            let aimed = draw < 0.5;
             let kill = if killed_here == per_run {
                 Kill::Never
+            } else if draw < 0.1 {
+                Kill::InWriteOf {
+                    kind: ["seed result", "table", "figure"][(rng.uniform() * 3.0) as usize],
+                    after: write_time.mul_f64(rng.uniform()),
+                }
             } else if aimed {
                 Kill::InWrite {
                     writes: 1 + (rng.uniform() * write_span as f64) as usize,
@@ -226,8 +247,8 @@ fn killed_at_random_moments_the_resumed_claim_ends_bit_identical() {
     }
     eprintln!(
         "crash test: {} kills ({} aimed at writes, {} at uniform times) over {} runs, each \
-         resumed to its end bit-identical; {} kills landed inside a write (by file: {:?}; by \
-         phase reached: {:?}); uninterrupted run {duration:.1} s with {writes} writes; test \
+         resumed to its end bit-identical; {} kills landed inside a write (writes in flight, by \
+         file: {:?}; by phase reached: {:?}); uninterrupted run {duration:.1} s with {writes} writes; test \
          {:.1} s",
         tally.kills,
         tally.aimed,
@@ -241,8 +262,20 @@ fn killed_at_random_moments_the_resumed_claim_ends_bit_identical() {
 }
 
 /// Kill a run inside the write of `file` (relative to the claim's directory) once it reached
-/// `phase`: the hook pauses a second there, so the kill lands at that point.
+/// `phase`: the hook pauses a second there, so the kill lands at that point. Tried again in a
+/// fresh directory where the run had gone on regardless (this process was held up longer).
 fn kill_at_phase(out: &Path, log: &Path, file: &str, phase: &str) {
+    for _ in 0..5 {
+        if try_kill_at_phase(out, log, file, phase) {
+            return;
+        }
+        std::fs::remove_dir_all(out).unwrap();
+    }
+    panic!("could not kill a run after {phase} of {file}");
+}
+
+/// One try of [`kill_at_phase`]: whether the run was killed with that as its last phase.
+fn try_kill_at_phase(out: &Path, log: &Path, file: &str, phase: &str) -> bool {
     let mut child = claim(out)
         .env("EOSLAB_WRITE_DELAY_US", "1000000")
         .stdout(Stdio::null())
@@ -264,6 +297,8 @@ fn kill_at_phase(out: &Path, log: &Path, file: &str, phase: &str) {
     }
     child.kill().unwrap();
     child.wait().unwrap();
+    let log = stderr_of(log);
+    log.lines().rfind(|l| l.starts_with("[write] ")) == Some(line.as_str())
 }
 
 fn temporaries(dir: &Path) -> Vec<String> {
