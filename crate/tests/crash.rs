@@ -4,10 +4,10 @@
 //! inside its very first writes leaves a directory the next run takes up.
 //!
 //! Half the kills fall at a time drawn uniformly over a stretch of the run, half inside a
-//! write: after a drawn number of writes has begun (or, one kill in ten, once a write of a
-//! seed result, table or figure has begun), a drawn fraction of the way through the write (the
-//! binary's test hook `EOSLAB_WRITE_DELAY_US` makes each write pause between its phases and
-//! log them; see `eoslab::data::atomic`).
+//! write: after a drawn number of writes has begun (or, for some of a run's last kills, once a
+//! write of a seed result, table or figure has begun), a drawn fraction of the way through it
+//! (the binary's test hook `EOSLAB_WRITE_DELAY_US` makes each write pause between its phases
+//! and log them; see `eoslab::data::atomic`).
 //!
 //! `EOSLAB_CRASH_KILLS` (default 30) sets the number of kills, `EOSLAB_CRASH_SEED` (default 1)
 //! the moments. No file is excluded from the comparison.
@@ -206,15 +206,16 @@ fn killed_at_random_moments_the_resumed_claim_ends_bit_identical() {
         let (span, write_span) = (2.0 * duration / per_run as f64, 2 * writes / per_run);
         let mut killed_here = 0;
         loop {
-            // Half the kills aim at writes; one in ten at the late, rare ones (seed results,
-            // tables, figures), which kills aimed by count seldom reach.
-            let draw = rng.uniform();
-            let aimed = draw < 0.5;
-            let kill = if killed_here == per_run {
+            // Half the kills aim at writes. Of the last three of a run, half aim at the late,
+            // rare writes (a seed result, then tables, then figures) that kills aimed by count
+            // seldom reach; only there, since after them little of the run is left to kill.
+            let aimed = rng.uniform() < 0.5;
+            let left = per_run - killed_here;
+            let kill = if left == 0 {
                 Kill::Never
-            } else if draw < 0.1 {
+            } else if aimed && left <= 3 && per_run == KILLS_PER_RUN {
                 Kill::InWriteOf {
-                    kind: ["seed result", "table", "figure"][(rng.uniform() * 3.0) as usize],
+                    kind: ["figure", "table", "seed result"][left - 1],
                     after: write_time.mul_f64(rng.uniform()),
                 }
             } else if aimed {
