@@ -248,9 +248,9 @@ fn killed_at_random_moments_the_resumed_claim_ends_bit_identical() {
     }
     eprintln!(
         "crash test: {} kills ({} aimed at writes, {} at uniform times) over {} runs, each \
-         resumed to its end bit-identical; {} kills landed inside a write (writes in flight, by \
-         file: {:?}; by phase reached: {:?}); uninterrupted run {duration:.1} s with {writes} writes; test \
-         {:.1} s",
+         resumed to its end bit-identical; {} kills landed inside a write (writes in flight, \
+         by file: {:?}; by phase reached: {:?}); uninterrupted run {duration:.1} s with \
+         {writes} writes; test {:.1} s",
         tally.kills,
         tally.aimed,
         tally.kills - tally.aimed,
