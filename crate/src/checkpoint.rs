@@ -3,7 +3,7 @@
 //!
 //! A PyTorch user loads one with `safetensors.torch.load_file(path)`: the keys `net.0.weight`, …
 //! match an `nn.Sequential` of the same architecture; metadata is in the file's header.
-use crate::data::atomic::write_atomic;
+use crate::data::atomic::write_safetensors_atomic;
 use crate::loss::LossKind;
 use crate::model::{InitSpec, Model, ModelSpec};
 use crate::objective::Objective;
@@ -184,7 +184,7 @@ pub fn save(path: &Path, gd: &GradientDescent, meta: &CheckpointMeta) -> Result<
         path: path.into(),
         msg: e.to_string(),
     })?;
-    write_atomic(path, &bytes)
+    write_safetensors_atomic(path, &bytes)
 }
 
 impl Checkpoint {

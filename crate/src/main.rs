@@ -93,6 +93,10 @@ enum Command {
         /// Checkpoint every this many steps (with --out).
         #[arg(long, default_value_t = 512)]
         checkpoint_every: usize,
+        /// Effective time each branch runs after the fork (branching claims), instead of the
+        /// preset's (short runs, for tests).
+        #[arg(long)]
+        horizon: Option<f64>,
         /// Seeds run side by side, one core each (default: EOSLAB_JOBS or 1); results do not
         /// depend on it.
         #[arg(long)]
@@ -214,6 +218,7 @@ fn run(cli: Cli) -> Result<()> {
             steps,
             step_budget,
             checkpoint_every,
+            horizon,
             jobs,
         } => {
             set_jobs(jobs);
@@ -233,6 +238,7 @@ fn run(cli: Cli) -> Result<()> {
                     steps,
                     step_budget,
                     checkpoint_every: Some(checkpoint_every),
+                    horizon,
                     design: Some(design),
                 },
             )

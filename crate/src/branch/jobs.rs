@@ -121,6 +121,8 @@ pub fn run_many(list: &[Job], jobs: usize) -> Result<Vec<BranchResult>> {
         if let Some(r) = &p.resume
             && let Some(done) = crate::resume::load_seed(r, s)?
         {
+            // A run stopped between saving this result and removing its checkpoints left them.
+            r.clean_seed(s);
             return Ok(done);
         }
         let result = run_seed_with(job.cfg, &p.train, &p.test, s, job.dir, p.resume.as_ref())?;

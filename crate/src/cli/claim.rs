@@ -119,6 +119,9 @@ pub struct ClaimOptions {
     pub step_budget: Option<usize>,
     /// Checkpoint period in steps (default 512).
     pub checkpoint_every: Option<usize>,
+    /// Effective time each branch runs after the fork (branching claims), overriding the
+    /// preset's horizon.
+    pub horizon: Option<f64>,
     /// Which fork claim `tradeoff` runs: `exit` (default), `enter` or `both` (see [`DESIGNS`]).
     pub design: Option<String>,
 }
@@ -188,6 +191,9 @@ impl ClaimOptions {
         if let Some(s) = self.seeds {
             cfg.seeds = (0..s as u64).collect();
         }
+        if let Some(h) = self.horizon {
+            cfg.horizon = h;
+        }
         self.data.apply(&mut cfg.run.data)?;
         self.apply_run(&mut cfg.run)
     }
@@ -255,6 +261,11 @@ pub fn run_claims_with(name: &str, opts: &ClaimOptions) -> Result<Vec<Verdict>> 
         )));
     }
     opts.preset()?;
+    if name == "eos" && opts.horizon.is_some() {
+        return Err(Error::Config(
+            "--horizon applies to the branching claims (tradeoff, alignment, saturation)".into(),
+        ));
+    }
     // One spelling of the data directory, so that a rerun from elsewhere resumes the same run.
     let paper_dir = opts
         .data_dir

@@ -3,7 +3,7 @@
 //! The layout is what a PyTorch user expects (`safetensors.torch.load_file(p)["x"]`), so any run's
 //! exact training set can be recomputed from outside eoslab. Dataset facts that are not tensors
 //! (`name`, `n_classes`, `image_shape`, `fingerprint`) live in the file's `__metadata__`.
-use super::atomic::write_atomic;
+use super::atomic::write_safetensors_atomic;
 use super::csv::MAX_LABEL;
 use super::{Dataset, ORDINARY};
 use crate::{Error, Result};
@@ -234,7 +234,7 @@ pub fn export(ds: &Dataset, path: &Path, extra_metadata: &[(String, String)]) ->
         ),
     ];
     let bytes = safetensors::serialize(tensors, Some(meta)).map_err(view_err)?;
-    write_atomic(path, &bytes)
+    write_safetensors_atomic(path, &bytes)
 }
 
 /// Decode a float tensor to f64 (exactly: every F32/F16/BF16 value is an f64), or return its dtype.

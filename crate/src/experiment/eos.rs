@@ -161,9 +161,12 @@ fn run_one(
     resume: Option<&Resume>,
 ) -> Result<SeedRun> {
     let name = format!("lr-{lr}-seed-{seed}");
+    let process = format!("lr-{lr}");
     if let Some(r) = resume
         && let Some(done) = crate::resume::load_eos_run(r, &name)?
     {
+        // A run stopped between saving this result and removing its checkpoints left them.
+        r.clean_process(seed, &process);
         return Ok(done);
     }
     let rc = RunConfig {
@@ -171,7 +174,6 @@ fn run_one(
         ..cfg.run.clone()
     };
     let t0 = std::time::Instant::now();
-    let process = format!("lr-{lr}");
     let (gd, tracker) = train_tracked_with(
         &rc,
         seed,

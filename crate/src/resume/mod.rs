@@ -21,7 +21,7 @@
 //! the pointer is written last, so a crash mid-write leaves the previous checkpoint in force.
 use crate::branch::SeedBranches;
 use crate::checkpoint::{self, Checkpoint, CheckpointMeta};
-use crate::data::atomic::write_atomic;
+use crate::data::atomic::{write_atomic, write_safetensors_atomic};
 use crate::experiment::eos::SeedRun;
 use crate::metrics::{MetricRow, RunLog};
 use crate::sharpness::{EosEntry, SharpnessRecord, SharpnessTracker};
@@ -35,8 +35,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+mod open;
 mod state;
 mod table;
+
+pub use open::config_diff;
 
 pub use state::{
     MonitorState, get_history, get_log, get_records, load_eos_run, load_seed, put_history, put_log,
@@ -94,59 +97,6 @@ pub struct Resume {
     config: serde_json::Value,
 }
 
-/// The JSON paths (dotted) at which two configurations differ, with both values.
-pub fn config_diff(old: &serde_json::Value, new: &serde_json::Value) -> Vec<String> {
-    fn walk(path: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<String>) {
-        use serde_json::Value as V;
-        match (a, b) {
-            (V::Object(x), V::Object(y)) => {
-                let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
-                for k in keys {
-                    let p = if path.is_empty() {
-                        k.clone()
-                    } else {
-                        format!("{path}.{k}")
-                    };
-                    match (x.get(k), y.get(k)) {
-                        (Some(u), Some(v)) => walk(&p, u, v, out),
-                        (u, v) => out.push(format!(
-                            "{p}: {} (directory) vs {} (now)",
-                            u.map(|u| u.to_string()).unwrap_or_else(|| "absent".into()),
-                            v.map(|v| v.to_string()).unwrap_or_else(|| "absent".into())
-                        )),
-                    }
-                }
-            }
-            (V::Array(x), V::Array(y)) if x.len() == y.len() => {
-                for (i, (u, v)) in x.iter().zip(y).enumerate() {
-                    walk(&format!("{path}[{i}]"), u, v, out);
-                }
-            }
-            _ if a != b => out.push(format!("{path}: {a} (directory) vs {b} (now)")),
-            _ => {}
-        }
-    }
-    let mut out = Vec::new();
-    walk("", old, new, &mut out);
-    out
-}
-
-/// Remove every `"device"` key (the one setting that may change between a run and its resume).
-fn without_device(v: &serde_json::Value) -> serde_json::Value {
-    match v {
-        serde_json::Value::Object(m) => serde_json::Value::Object(
-            m.iter()
-                .filter(|(k, _)| k.as_str() != "device")
-                .map(|(k, v)| (k.clone(), without_device(v)))
-                .collect(),
-        ),
-        serde_json::Value::Array(a) => {
-            serde_json::Value::Array(a.iter().map(without_device).collect())
-        }
-        other => other.clone(),
-    }
-}
-
 fn read_json(path: &Path) -> Result<serde_json::Value> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     serde_json::from_slice(&bytes).map_err(|e| Error::data(path, format!("not valid JSON: {e}")))
@@ -160,90 +110,6 @@ fn write_json(path: &Path, v: &serde_json::Value) -> Result<()> {
 }
 
 impl Resume {
-    /// Open `dir` for the run described by `config` on a training set with `fingerprint`.
-    ///
-    /// A new (or empty) directory is claimed: `config.json` and `resume.json` are written. An
-    /// existing one must hold the same configuration (the device aside) and the same training
-    /// set, or this is an error listing the differences; nothing is overwritten.
-    pub fn open(
-        dir: &Path,
-        config: serde_json::Value,
-        fingerprint: &str,
-        options: ResumeOptions,
-    ) -> Result<Resume> {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        let cfg_path = dir.join("config.json");
-        let state_path = dir.join("resume.json");
-        if cfg_path.exists() {
-            let old = read_json(&cfg_path)?;
-            let diff = config_diff(&without_device(&old), &without_device(&config));
-            if !diff.is_empty() {
-                return Err(Error::Config(format!(
-                    "{} holds a run with another configuration; choose another output directory \
-                     (or remove that one) rather than mixing runs. Differences: {}",
-                    dir.display(),
-                    diff.join("; ")
-                )));
-            }
-            let (od, nd) = (find_device(&old), find_device(&config));
-            if od != nd {
-                eprintln!(
-                    "[resume] {}: continuing a run started on {} on {}; results are not \
-                     bit-identical to an uninterrupted run on one device",
-                    dir.display(),
-                    od.as_deref().unwrap_or("?"),
-                    nd.as_deref().unwrap_or("?")
-                );
-            }
-            if state_path.exists() {
-                let st = read_json(&state_path)?;
-                let old_fp = st.get("train_fingerprint").and_then(|v| v.as_str());
-                if old_fp != Some(fingerprint) {
-                    return Err(Error::Config(format!(
-                        "{}: the training set differs from the one this run directory was \
-                         started with (fingerprint {} there, {fingerprint} now): the data \
-                         directory or its files changed; use another output directory",
-                        dir.display(),
-                        old_fp.unwrap_or("absent")
-                    )));
-                }
-            } else {
-                return Err(Error::Config(format!(
-                    "{} holds a run that was not started as resumable (no resume.json); use \
-                     another output directory",
-                    dir.display()
-                )));
-            }
-        } else {
-            let occupied = std::fs::read_dir(dir)
-                .map_err(|e| Error::io(dir, e))?
-                .next()
-                .is_some();
-            if occupied {
-                return Err(Error::Config(format!(
-                    "{} is not empty and holds no eoslab run (no config.json); use an empty or \
-                     new output directory",
-                    dir.display()
-                )));
-            }
-            write_json(
-                &state_path,
-                &serde_json::json!({
-                    "format": FORMAT,
-                    "train_fingerprint": fingerprint,
-                    "eoslab_version": env!("CARGO_PKG_VERSION"),
-                }),
-            )?;
-            write_json(&cfg_path, &config)?;
-        }
-        Ok(Resume {
-            dir: dir.to_path_buf(),
-            options,
-            fingerprint: fingerprint.to_string(),
-            config,
-        })
-    }
-
     /// The run directory.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -317,16 +183,6 @@ impl Resume {
                 }
             }
         }
-    }
-}
-
-fn find_device(v: &serde_json::Value) -> Option<String> {
-    match v {
-        serde_json::Value::Object(m) => m
-            .get("device")
-            .and_then(|d| d.as_str().map(String::from))
-            .or_else(|| m.values().find_map(find_device)),
-        _ => None,
     }
 }
 
@@ -533,74 +389,4 @@ fn checkpoint_dtype(d: DType) -> &'static str {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn diff_names_every_changed_field_and_ignores_device() {
-        let a = serde_json::json!({"run": {"lr": 0.01, "device": "cpu", "hidden": [512, 512]}, "seeds": [0, 1]});
-        let b = serde_json::json!({"run": {"lr": 0.02, "device": "cuda:0", "hidden": [512, 256]}, "seeds": [0, 1]});
-        let d = config_diff(&without_device(&a), &without_device(&b));
-        assert_eq!(d.len(), 2, "{d:?}");
-        assert!(d[0].starts_with("run.hidden[1]: 512"), "{d:?}");
-        assert!(d[1].starts_with("run.lr: 0.01"), "{d:?}");
-    }
-
-    #[test]
-    fn log_roundtrip_is_exact_with_nan() {
-        let mut log = RunLog::new("x");
-        for (i, v) in [1.0 / 3.0, f64::NAN, -0.0, 1e-310].iter().enumerate() {
-            log.rows.push(MetricRow {
-                branch: if i % 2 == 0 { "eos" } else { "stable" }.into(),
-                seed: 7,
-                step: i * 32,
-                t_eff: i as f64 * 0.01,
-                group: "inlier".into(),
-                metric: "loss".into(),
-                value: *v,
-            });
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("t.safetensors");
-        let mut w = TableWriter::default();
-        put_log(&mut w, "", &log);
-        w.write(&p).unwrap();
-        let back = get_log(&TableReader::open(&p).unwrap(), "").unwrap();
-        assert_eq!(back.rows.len(), 4);
-        for (a, b) in log.rows.iter().zip(&back.rows) {
-            assert_eq!(a.value.to_bits(), b.value.to_bits());
-            assert_eq!((&a.branch, a.step, a.t_eff), (&b.branch, b.step, b.t_eff));
-        }
-    }
-
-    #[test]
-    fn open_refuses_foreign_and_mismatched_directories() {
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = serde_json::json!({"run": {"lr": 0.01, "device": "cpu"}});
-        let d = dir.path().join("run");
-        Resume::open(&d, cfg.clone(), "abc", ResumeOptions::default()).unwrap();
-        // Same config on another device: fine. Other lr, or other data: errors.
-        let other_dev = serde_json::json!({"run": {"lr": 0.01, "device": "cuda:0"}});
-        Resume::open(&d, other_dev, "abc", ResumeOptions::default()).unwrap();
-        let e = Resume::open(
-            &d,
-            serde_json::json!({"run": {"lr": 0.02, "device": "cpu"}}),
-            "abc",
-            ResumeOptions::default(),
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(e.contains("run.lr: 0.01 (directory) vs 0.02 (now)"), "{e}");
-        let e = Resume::open(&d, cfg.clone(), "xyz", ResumeOptions::default())
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("training set differs"), "{e}");
-        let foreign = dir.path().join("foreign");
-        std::fs::create_dir_all(&foreign).unwrap();
-        std::fs::write(foreign.join("notes.txt"), b"mine").unwrap();
-        let e = Resume::open(&foreign, cfg, "abc", ResumeOptions::default())
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("not empty"), "{e}");
-    }
-}
+mod tests;

@@ -61,7 +61,7 @@ impl TableWriter {
             .map_err(|e| Error::data(path, e.to_string()))?;
         let bytes = safetensors::serialize(views, Some(self.meta))
             .map_err(|e| Error::data(path, e.to_string()))?;
-        write_atomic(path, &bytes)
+        write_safetensors_atomic(path, &bytes)
     }
 }
 
