@@ -190,12 +190,18 @@ pub fn save(path: &Path, gd: &GradientDescent, meta: &CheckpointMeta) -> Result<
 impl Checkpoint {
     /// Read and validate a checkpoint file.
     pub fn load(path: &Path) -> Result<Checkpoint> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        Checkpoint::from_bytes(path, &bytes)
+    }
+
+    /// Parse and validate a checkpoint's bytes exactly as [`Checkpoint::load`] reads the file
+    /// at `path`; `path` names the file in errors and is kept as [`Checkpoint::path`].
+    pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Checkpoint> {
         let err = |msg: String| Error::Checkpoint {
             path: path.into(),
             msg,
         };
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        let (_, md) = safetensors::SafeTensors::read_metadata(&bytes)
+        let (_, md) = safetensors::SafeTensors::read_metadata(bytes)
             .map_err(|e| err(format!("not a safetensors file ({e})")))?;
         let header = md.metadata().clone().unwrap_or_default();
         match header.get("format") {
@@ -209,7 +215,7 @@ impl Checkpoint {
                 .ok_or_else(|| err("metadata key 'eoslab' missing".into()))?,
         )
         .map_err(|e| err(format!("metadata does not parse: {e}")))?;
-        let st = safetensors::SafeTensors::deserialize(&bytes)
+        let st = safetensors::SafeTensors::deserialize(bytes)
             .map_err(|e| err(format!("corrupt tensor data ({e})")))?;
         let (mut params, mut momentum) = (BTreeMap::new(), BTreeMap::new());
         for (name, view) in st.tensors() {

@@ -22,10 +22,16 @@ pub const RESERVED_KEYS: [&str; 4] = ["name", "n_classes", "image_shape", "finge
 /// `image_shape` as JSON `"[C,H,W]"`, and `fingerprint`, which must then match the data.
 pub fn load(path: &Path) -> Result<Dataset> {
     let buf = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    parse_bytes(path, &buf)
+}
+
+/// Parse a safetensors training set's bytes exactly as [`load`] reads the file at `path`;
+/// `path` only names the file in errors and gives the default dataset name.
+pub fn parse_bytes(path: &Path, buf: &[u8]) -> Result<Dataset> {
     let bad = |msg: String| Error::data(path, msg);
-    let st = SafeTensors::deserialize(&buf)
+    let st = SafeTensors::deserialize(buf)
         .map_err(|e| bad(format!("not a valid safetensors file: {e}")))?;
-    let (_, header) = SafeTensors::read_metadata(&buf)
+    let (_, header) = SafeTensors::read_metadata(buf)
         .map_err(|e| bad(format!("not a valid safetensors file: {e}")))?;
     let meta: HashMap<String, String> = header.metadata().clone().unwrap_or_default();
     let names = || {

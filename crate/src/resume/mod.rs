@@ -35,8 +35,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+mod identity;
 mod state;
 mod table;
+
+use identity::read_json;
+pub use identity::{check_identity, config_diff};
 
 pub use state::{
     MonitorState, get_history, get_log, get_records, load_eos_run, load_seed, put_history, put_log,
@@ -94,64 +98,6 @@ pub struct Resume {
     config: serde_json::Value,
 }
 
-/// The JSON paths (dotted) at which two configurations differ, with both values.
-pub fn config_diff(old: &serde_json::Value, new: &serde_json::Value) -> Vec<String> {
-    fn walk(path: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<String>) {
-        use serde_json::Value as V;
-        match (a, b) {
-            (V::Object(x), V::Object(y)) => {
-                let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
-                for k in keys {
-                    let p = if path.is_empty() {
-                        k.clone()
-                    } else {
-                        format!("{path}.{k}")
-                    };
-                    match (x.get(k), y.get(k)) {
-                        (Some(u), Some(v)) => walk(&p, u, v, out),
-                        (u, v) => out.push(format!(
-                            "{p}: {} (directory) vs {} (now)",
-                            u.map(|u| u.to_string()).unwrap_or_else(|| "absent".into()),
-                            v.map(|v| v.to_string()).unwrap_or_else(|| "absent".into())
-                        )),
-                    }
-                }
-            }
-            (V::Array(x), V::Array(y)) if x.len() == y.len() => {
-                for (i, (u, v)) in x.iter().zip(y).enumerate() {
-                    walk(&format!("{path}[{i}]"), u, v, out);
-                }
-            }
-            _ if a != b => out.push(format!("{path}: {a} (directory) vs {b} (now)")),
-            _ => {}
-        }
-    }
-    let mut out = Vec::new();
-    walk("", old, new, &mut out);
-    out
-}
-
-/// Remove every `"device"` key (the one setting that may change between a run and its resume).
-fn without_device(v: &serde_json::Value) -> serde_json::Value {
-    match v {
-        serde_json::Value::Object(m) => serde_json::Value::Object(
-            m.iter()
-                .filter(|(k, _)| k.as_str() != "device")
-                .map(|(k, v)| (k.clone(), without_device(v)))
-                .collect(),
-        ),
-        serde_json::Value::Array(a) => {
-            serde_json::Value::Array(a.iter().map(without_device).collect())
-        }
-        other => other.clone(),
-    }
-}
-
-fn read_json(path: &Path) -> Result<serde_json::Value> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    serde_json::from_slice(&bytes).map_err(|e| Error::data(path, format!("not valid JSON: {e}")))
-}
-
 fn write_json(path: &Path, v: &serde_json::Value) -> Result<()> {
     write_atomic(
         path,
@@ -175,44 +121,16 @@ impl Resume {
         let cfg_path = dir.join("config.json");
         let state_path = dir.join("resume.json");
         if cfg_path.exists() {
-            let old = read_json(&cfg_path)?;
-            let diff = config_diff(&without_device(&old), &without_device(&config));
-            if !diff.is_empty() {
-                return Err(Error::Config(format!(
-                    "{} holds a run with another configuration; choose another output directory \
-                     (or remove that one) rather than mixing runs. Differences: {}",
-                    dir.display(),
-                    diff.join("; ")
-                )));
-            }
-            let (od, nd) = (find_device(&old), find_device(&config));
-            if od != nd {
-                eprintln!(
-                    "[resume] {}: continuing a run started on {} on {}; results are not \
-                     bit-identical to an uninterrupted run on one device",
-                    dir.display(),
-                    od.as_deref().unwrap_or("?"),
-                    nd.as_deref().unwrap_or("?")
-                );
-            }
-            if state_path.exists() {
-                let st = read_json(&state_path)?;
-                let old_fp = st.get("train_fingerprint").and_then(|v| v.as_str());
-                if old_fp != Some(fingerprint) {
-                    return Err(Error::Config(format!(
-                        "{}: the training set differs from the one this run directory was \
-                         started with (fingerprint {} there, {fingerprint} now): the data \
-                         directory or its files changed; use another output directory",
-                        dir.display(),
-                        old_fp.unwrap_or("absent")
-                    )));
-                }
-            } else {
-                return Err(Error::Config(format!(
-                    "{} holds a run that was not started as resumable (no resume.json); use \
-                     another output directory",
-                    dir.display()
-                )));
+            let old = std::fs::read(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
+            let state = match std::fs::read(&state_path) {
+                Ok(b) => Some(b),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(e) => return Err(Error::io(&state_path, e)),
+            };
+            if let Some(warning) =
+                check_identity(dir, &old, state.as_deref(), &config, fingerprint)?
+            {
+                eprintln!("[resume] {warning}");
             }
         } else {
             let occupied = std::fs::read_dir(dir)
@@ -317,16 +235,6 @@ impl Resume {
                 }
             }
         }
-    }
-}
-
-fn find_device(v: &serde_json::Value) -> Option<String> {
-    match v {
-        serde_json::Value::Object(m) => m
-            .get("device")
-            .and_then(|d| d.as_str().map(String::from))
-            .or_else(|| m.values().find_map(find_device)),
-        _ => None,
     }
 }
 
@@ -534,6 +442,7 @@ fn checkpoint_dtype(d: DType) -> &'static str {
 
 #[cfg(test)]
 mod tests {
+    use super::identity::without_device;
     use super::*;
 
     #[test]

@@ -109,12 +109,17 @@ impl MonitorState {
 
     /// Load, with the eigenvectors on `device`.
     pub fn load(path: &Path, device: &Device) -> Result<MonitorState> {
-        let t = TableReader::open(path)?;
+        MonitorState::from_table(&TableReader::open(path)?, device)
+    }
+
+    /// The measurement state in an opened table file, with the eigenvectors on `device`.
+    pub fn from_table(t: &TableReader, device: &Device) -> Result<MonitorState> {
+        let path = &t.path;
         let step: usize = t
             .meta("step")?
             .parse()
             .map_err(|_| Error::data(path, "bad step"))?;
-        let records = get_records(&t, "rec.")?;
+        let records = get_records(t, "rec.")?;
         let vectors = match t.meta("vectors") {
             Ok(n) => {
                 let n: usize = n
@@ -130,10 +135,10 @@ impl MonitorState {
         };
         Ok(MonitorState {
             step,
-            history: get_history(&t, "hist.")?,
+            history: get_history(t, "hist.")?,
             records,
             vectors,
-            log: get_log(&t, "log.")?,
+            log: get_log(t, "log.")?,
         })
     }
 }
