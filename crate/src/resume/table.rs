@@ -150,6 +150,12 @@ impl TableReader {
     /// A tensor column on `device`, in the dtype it was saved in.
     pub fn tensor(&self, name: &str, device: &Device) -> Result<Tensor> {
         let (dt, shape, b) = self.raw(name)?;
+        if !checkpoint::shape_fits(&shape) {
+            return Err(Error::data(
+                &self.path,
+                format!("tensor {name} has shape {shape:?}, whose size overflows"),
+            ));
+        }
         let t = match dt {
             StDtype::F64 => Tensor::from_vec(
                 b.chunks_exact(8)
