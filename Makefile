@@ -7,6 +7,7 @@
 #   make clean-notebook-cache   remove the evcxr build dir and :cache (next run compiles cold)
 #   make check-cuda     build the `cuda` binary (CUDA 13.0 from PyPI, no GPU needed; see below)
 #   make bench          eoslab vs PyTorch, every primitive (a benchmark, not a test; see below)
+#   make fuzz           fuzz every file reader FUZZ_SECONDS each (nightly + cargo-fuzz; see below)
 #
 # Knobs (make VAR=... or environment):
 #   NOTEBOOKS        subset to run: names, stems or globs in notebooks/ (default: all, sorted)
@@ -192,3 +193,36 @@ bench: bench-venv
 	@$(GEMM_CAL)/avx2 --features faer
 	@$(GEMM_CAL)/avx512 --features avx512
 	@"$(BENCH_VENV)/bin/python" "$(ROOT)/bench/run.py" $(BENCH_ARGS)
+
+# ---- Fuzzing (not part of `make test`; needs the nightly toolchain) ----------------------------
+#   make fuzz           every target of fuzz/ (cargo-fuzz, libFuzzer; one per file reader) for
+#                       FUZZ_SECONDS each, installing cargo-fuzz if missing. New inputs are added
+#                       to fuzz/corpus/<target>/ (minimise with `cargo +nightly fuzz cmin <target>`
+#                       before committing); a crash stops the run and leaves its input in
+#                       fuzz/artifacts/<target>/: fix the reader, then keep the input under a
+#                       telling name in fuzz/regressions/<target>/, which crate/tests/
+#                       fuzz_regressions.rs replays in `make test` (on stable, without libFuzzer).
+#   FUZZ_SECONDS        seconds per target (default 60)
+#   FUZZ_TARGETS        targets to run (default: all, from `cargo fuzz list`)
+#   FUZZ_ARGS           extra libFuzzer flags (e.g. -jobs=2 -workers=2)
+# Limits: -rss_limit_mb=2048 -malloc_limit_mb=512 -timeout=10: a reader that allocates what a
+# header claims, or loops, fails like a crash.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?=
+FUZZ_ARGS ?=
+CARGO_FUZZ := cargo +nightly fuzz
+
+.PHONY: fuzz
+
+fuzz:
+	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+	@cd "$(ROOT)" && targets="$(FUZZ_TARGETS)"; \
+	  if [ -z "$$targets" ]; then targets=$$($(CARGO_FUZZ) list); fi; \
+	  for t in $$targets; do \
+	    $(T0); mkdir -p "fuzz/corpus/$$t"; \
+	    extra=""; if [ -d "fuzz/regressions/$$t" ]; then extra="fuzz/regressions/$$t"; fi; \
+	    $(CARGO_FUZZ) run "$$t" "fuzz/corpus/$$t" $$extra -- \
+	      -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -malloc_limit_mb=512 -timeout=10 \
+	      -print_final_stats=1 $(FUZZ_ARGS); \
+	    $(call T1,fuzz $$t); \
+	  done

@@ -122,8 +122,25 @@ pub(crate) fn to_bytes(t: &Tensor) -> Result<(StDtype, Vec<u8>)> {
     })
 }
 
+/// Whether candle can hold a tensor of `shape`: the product of its non-zero dimensions fits in
+/// `usize`. safetensors accepts `[0, 2^40, 2^40]` (its element count is 0), but candle's strides
+/// of such a shape overflow.
+pub(crate) fn shape_fits(shape: &[usize]) -> bool {
+    shape
+        .iter()
+        .filter(|&&d| d != 0)
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .is_some()
+}
+
 fn from_view(path: &Path, name: &str, v: &TensorView) -> Result<Tensor> {
     let shape = v.shape().to_vec();
+    if !shape_fits(&shape) {
+        return Err(Error::Checkpoint {
+            path: path.into(),
+            msg: format!("tensor {name} has shape {shape:?}, whose size overflows"),
+        });
+    }
     let data = v.data();
     let t = match v.dtype() {
         StDtype::F64 => {
@@ -190,12 +207,18 @@ pub fn save(path: &Path, gd: &GradientDescent, meta: &CheckpointMeta) -> Result<
 impl Checkpoint {
     /// Read and validate a checkpoint file.
     pub fn load(path: &Path) -> Result<Checkpoint> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        Checkpoint::from_bytes(path, &bytes)
+    }
+
+    /// Parse and validate a checkpoint's bytes exactly as [`Checkpoint::load`] reads the file
+    /// at `path`; `path` names the file in errors and is kept as [`Checkpoint::path`].
+    pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Checkpoint> {
         let err = |msg: String| Error::Checkpoint {
             path: path.into(),
             msg,
         };
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        let (_, md) = safetensors::SafeTensors::read_metadata(&bytes)
+        let (_, md) = safetensors::SafeTensors::read_metadata(bytes)
             .map_err(|e| err(format!("not a safetensors file ({e})")))?;
         let header = md.metadata().clone().unwrap_or_default();
         match header.get("format") {
@@ -209,7 +232,11 @@ impl Checkpoint {
                 .ok_or_else(|| err("metadata key 'eoslab' missing".into()))?,
         )
         .map_err(|e| err(format!("metadata does not parse: {e}")))?;
-        let st = safetensors::SafeTensors::deserialize(&bytes)
+        // The architecture comes from the file: check it before deriving shapes from it.
+        meta.spec
+            .validate()
+            .map_err(|e| err(format!("metadata describes no valid architecture: {e}")))?;
+        let st = safetensors::SafeTensors::deserialize(bytes)
             .map_err(|e| err(format!("corrupt tensor data ({e})")))?;
         let (mut params, mut momentum) = (BTreeMap::new(), BTreeMap::new());
         for (name, view) in st.tensors() {
@@ -344,5 +371,84 @@ impl Checkpoint {
         )?;
         self.restore_into(&mut gd)?;
         Ok(gd)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Activation;
+
+    fn meta(spec: ModelSpec) -> CheckpointMeta {
+        CheckpointMeta {
+            spec,
+            loss: LossKind::Mse,
+            state: GdState::new(0.1, 0.0),
+            dtype: "f32".into(),
+            seeds: BTreeMap::new(),
+            dataset_fingerprint: "0123456789abcdef".into(),
+            config: serde_json::Value::Null,
+            eoslab_version: "0".into(),
+        }
+    }
+
+    /// A checkpoint file's bytes: `meta` in the header, then raw tensor entries without data.
+    fn bytes(meta: &CheckpointMeta, tensors: serde_json::Value) -> Vec<u8> {
+        let mut h = tensors;
+        h["__metadata__"] = serde_json::json!({
+            "format": FORMAT,
+            "eoslab": serde_json::to_string(meta).unwrap(),
+        });
+        let h = h.to_string();
+        let mut b = (h.len() as u64).to_le_bytes().to_vec();
+        b.extend_from_slice(h.as_bytes());
+        b
+    }
+
+    #[test]
+    fn architectures_and_shapes_from_the_file_are_checked_before_use() {
+        // Each of these panicked (division by zero, multiplication overflow) before the
+        // checks (found by fuzz/fuzz_targets/checkpoint.rs).
+        let p = Path::new("ck.safetensors");
+        let cnn = |pool: usize, input: [usize; 3]| ModelSpec::Cnn {
+            input,
+            channels: vec![2],
+            kernel: 3,
+            pool,
+            outputs: 2,
+            activation: Activation::Relu,
+        };
+        let huge = 1usize << 40;
+        let cases = [
+            (
+                meta(cnn(0, [1, 4, 4])),
+                serde_json::json!({}),
+                "no valid architecture",
+            ),
+            (
+                meta(cnn(1, [1, huge, huge])),
+                serde_json::json!({}),
+                "overflow",
+            ),
+            (
+                meta(ModelSpec::mlp(&[huge, huge, 2], Activation::Tanh)),
+                serde_json::json!({}),
+                "overflows",
+            ),
+            (
+                meta(ModelSpec::mlp(&[3, 2], Activation::Tanh)),
+                serde_json::json!({
+                    "net.0.weight": {"dtype": "F32", "shape": [0, huge, huge], "data_offsets": [0, 0]}
+                }),
+                "tensor net.0.weight has shape [0, 1099511627776, 1099511627776], whose size overflows",
+            ),
+        ];
+        for (m, t, want) in cases {
+            let e = Checkpoint::from_bytes(p, &bytes(&m, t))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("ck.safetensors") && e.contains(want), "{e}");
+        }
+        assert!(shape_fits(&[0, huge, 1 << 20]) && !shape_fits(&[0, huge, huge]));
     }
 }

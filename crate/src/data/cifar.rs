@@ -114,8 +114,15 @@ pub fn load_shipped_subset() -> Result<(Dataset, Dataset)> {
 
 /// Load one batch file (any of the six) as a dataset named after the file.
 pub fn load_batch(path: &Path) -> Result<Dataset> {
+    let bytes = std::fs::read(path).map_err(|e| read_error(path, e))?;
+    parse_batch(path, &bytes)
+}
+
+/// Parse one batch file's bytes exactly as [`load_batch`] reads the file at `path`; `path`
+/// only names the file in errors and gives the dataset its name.
+pub fn parse_batch(path: &Path, bytes: &[u8]) -> Result<Dataset> {
     let mut parts = Parts::default();
-    read_into(path, &[true; 10], &mut parts)?;
+    parse_into(path, bytes, &[true; 10], &mut parts)?;
     let name = path
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
@@ -178,11 +185,16 @@ fn missing(path: &Path) -> Error {
 
 /// Append the records of one batch file whose label is kept.
 fn read_into(path: &Path, keep: &[bool; 10], parts: &mut Parts) -> Result<()> {
-    let bytes = std::fs::read(path).map_err(|e| match e.kind() {
+    let bytes = std::fs::read(path).map_err(|e| read_error(path, e))?;
+    parse_into(path, &bytes, keep, parts)
+}
+
+/// A batch file that cannot be read: a missing one says which format is expected.
+fn read_error(path: &Path, e: std::io::Error) -> Error {
+    match e.kind() {
         std::io::ErrorKind::NotFound => missing(path),
         _ => Error::io(path, e),
-    })?;
-    parse_into(path, &bytes, keep, parts)
+    }
 }
 
 /// Append the kept records of one batch's bytes (`path` names the batch in errors).

@@ -28,7 +28,13 @@ pub enum LabelColumn {
 /// Load a CSV of features and an integer label column; the dataset is named after the file stem.
 pub fn load(path: &Path, label: &LabelColumn) -> Result<Dataset> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let text = decode(path, &bytes)?;
+    parse_bytes(path, &bytes, label)
+}
+
+/// Parse a CSV file's bytes (plain or gzipped) exactly as [`load`] reads the file at `path`;
+/// `path` only names the file in errors and gives the dataset its name.
+pub fn parse_bytes(path: &Path, bytes: &[u8], label: &LabelColumn) -> Result<Dataset> {
+    let text = decode(path, bytes)?;
     parse(&text, path, label, &stem(path))
 }
 

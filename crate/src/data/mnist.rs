@@ -32,7 +32,13 @@ const MAX_GZIP_RATIO: usize = 1032;
 pub fn load_files(images: &Path, labels: &Path) -> Result<Dataset> {
     let img = read_file(images)?;
     let lab = read_file(labels)?;
-    build(images, &img, labels, &lab, "mnist")
+    parse_files(images, &img, labels, &lab)
+}
+
+/// Parse an images file's and a labels file's bytes (raw or gzipped) exactly as [`load_files`]
+/// reads the files at `images` and `labels`; the paths only name the files in errors.
+pub fn parse_files(images: &Path, img: &[u8], labels: &Path, lab: &[u8]) -> Result<Dataset> {
+    build(images, img, labels, lab, "mnist")
 }
 
 /// Load MNIST from a directory holding one images and one labels IDX file, or from an images

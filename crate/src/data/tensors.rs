@@ -22,10 +22,16 @@ pub const RESERVED_KEYS: [&str; 4] = ["name", "n_classes", "image_shape", "finge
 /// `image_shape` as JSON `"[C,H,W]"`, and `fingerprint`, which must then match the data.
 pub fn load(path: &Path) -> Result<Dataset> {
     let buf = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    parse_bytes(path, &buf)
+}
+
+/// Parse a safetensors training set's bytes exactly as [`load`] reads the file at `path`;
+/// `path` only names the file in errors and gives the default dataset name.
+pub fn parse_bytes(path: &Path, buf: &[u8]) -> Result<Dataset> {
     let bad = |msg: String| Error::data(path, msg);
-    let st = SafeTensors::deserialize(&buf)
+    let st = SafeTensors::deserialize(buf)
         .map_err(|e| bad(format!("not a valid safetensors file: {e}")))?;
-    let (_, header) = SafeTensors::read_metadata(&buf)
+    let (_, header) = SafeTensors::read_metadata(buf)
         .map_err(|e| bad(format!("not a valid safetensors file: {e}")))?;
     let meta: HashMap<String, String> = header.metadata().clone().unwrap_or_default();
     let names = || {
@@ -42,13 +48,28 @@ pub fn load(path: &Path) -> Result<Dataset> {
     })?;
     let (n, d, x_image) = match *xv.shape() {
         [n, d] => (n, d, None),
-        [n, c, h, w] => (n, c * h * w, Some([c, h, w])),
+        // safetensors accepts [0, C, H, W] whatever C x H x W is (it multiplies n first).
+        [n, c, h, w] => match c.checked_mul(h).and_then(|ch| ch.checked_mul(w)) {
+            Some(d) => (n, d, Some([c, h, w])),
+            None => {
+                return Err(bad(format!(
+                    "tensor x has shape {:?}: C x H x W overflows (corrupt header)",
+                    xv.shape()
+                )));
+            }
+        },
         ref s => {
             return Err(bad(format!(
                 "tensor x has shape {s:?}; expected [n, d] (or [n, C, H, W] images)"
             )));
         }
     };
+    if n == 0 {
+        return Err(bad(format!(
+            "tensor x has shape {:?}: no examples",
+            xv.shape()
+        )));
+    }
     if d == 0 {
         return Err(bad(format!(
             "tensor x has shape {:?}: no features",
@@ -137,7 +158,8 @@ pub fn load(path: &Path) -> Result<Dataset> {
                     "metadata image_shape = {s:?} must have 3 entries [C, H, W]"
                 ))
             })?;
-            if shape.iter().product::<usize>() != d {
+            // Checked: the entries come from the file and may overflow when multiplied.
+            if shape.iter().try_fold(1usize, |a, &b| a.checked_mul(b)) != Some(d) {
                 return Err(bad(format!(
                     "metadata image_shape {shape:?} does not hold the {d} features of x"
                 )));

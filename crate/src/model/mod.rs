@@ -149,7 +149,31 @@ impl ModelSpec {
                     h /= pool;
                     w /= pool;
                 }
+                // The flattened features of the last block feed the linear layer.
+                let c = channels.last().unwrap_or(&input[0]);
+                if c.checked_mul(h).and_then(|ch| ch.checked_mul(w)).is_none()
+                    || input
+                        .iter()
+                        .try_fold(1usize, |a, &b| a.checked_mul(b))
+                        .is_none()
+                {
+                    return Err(Error::Config(format!(
+                        "CNN spec {self:?}: the feature sizes overflow"
+                    )));
+                }
             }
+        }
+        // A spec read from a file (a checkpoint's metadata) may claim any sizes: every
+        // parameter count, and their sum, must be representable.
+        let total = self.param_shapes().iter().try_fold(0usize, |sum, (_, s)| {
+            s.iter()
+                .try_fold(1usize, |a, &b| a.checked_mul(b))
+                .and_then(|k| sum.checked_add(k))
+        });
+        if total.is_none() {
+            return Err(Error::Config(format!(
+                "model spec {self:?}: the number of parameters overflows"
+            )));
         }
         Ok(())
     }

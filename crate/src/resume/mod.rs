@@ -35,11 +35,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+mod identity;
 mod open;
 mod state;
 mod table;
 
-pub use open::config_diff;
+use identity::read_json;
+pub use identity::{check_identity, config_diff};
 
 pub use state::{
     MonitorState, get_history, get_log, get_records, load_eos_run, load_seed, put_history, put_log,
@@ -95,11 +97,6 @@ pub struct Resume {
     options: ResumeOptions,
     fingerprint: String,
     config: serde_json::Value,
-}
-
-fn read_json(path: &Path) -> Result<serde_json::Value> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    serde_json::from_slice(&bytes).map_err(|e| Error::data(path, format!("not valid JSON: {e}")))
 }
 
 fn write_json(path: &Path, v: &serde_json::Value) -> Result<()> {

@@ -109,12 +109,17 @@ impl MonitorState {
 
     /// Load, with the eigenvectors on `device`.
     pub fn load(path: &Path, device: &Device) -> Result<MonitorState> {
-        let t = TableReader::open(path)?;
+        MonitorState::from_table(&TableReader::open(path)?, device)
+    }
+
+    /// The measurement state in an opened table file, with the eigenvectors on `device`.
+    pub fn from_table(t: &TableReader, device: &Device) -> Result<MonitorState> {
+        let path = &t.path;
         let step: usize = t
             .meta("step")?
             .parse()
             .map_err(|_| Error::data(path, "bad step"))?;
-        let records = get_records(&t, "rec.")?;
+        let records = get_records(t, "rec.")?;
         let vectors = match t.meta("vectors") {
             Ok(n) => {
                 let n: usize = n
@@ -130,10 +135,10 @@ impl MonitorState {
         };
         Ok(MonitorState {
             step,
-            history: get_history(&t, "hist.")?,
+            history: get_history(t, "hist.")?,
             records,
             vectors,
-            log: get_log(&t, "log.")?,
+            log: get_log(t, "log.")?,
         })
     }
 }
@@ -195,24 +200,28 @@ pub fn get_records(t: &TableReader, p: &str) -> Result<Vec<SharpnessRecord>> {
         ));
     }
     let mut out = Vec::with_capacity(n);
-    let mut off = 0;
+    let mut off = 0usize;
     for i in 0..n {
         let ki = k[i] as usize;
-        if off + ki > vals.len() || off + ki > res.len() {
+        // Checked: `k` comes from the file, and a huge count must not wrap around.
+        let end = off
+            .checked_add(ki)
+            .filter(|&e| e <= vals.len() && e <= res.len());
+        let Some(end) = end else {
             return Err(Error::data(&t.path, "sharpness records truncated"));
-        }
+        };
         out.push(SharpnessRecord {
             step: st[i] as usize,
             t_eff: te[i],
             lr: lr[i],
             threshold: th[i],
-            values: vals[off..off + ki].to_vec(),
-            residuals: res[off..off + ki].to_vec(),
+            values: vals[off..end].to_vec(),
+            residuals: res[off..end].to_vec(),
             iterations: it[i] as usize,
             converged: fl[i] & 1 == 1,
             warm: fl[i] & 2 == 2,
         });
-        off += ki;
+        off = end;
     }
     Ok(out)
 }
@@ -403,4 +412,39 @@ pub fn load_seed(r: &Resume, seed: u64) -> Result<Option<SeedBranches>> {
         delta,
         window_delta: wg.into_iter().zip(wd).collect(),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_huge_record_length_is_an_error_not_an_overflow() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("monitor.safetensors");
+        let mut w = TableWriter::default();
+        for c in ["rec.step", "rec.iterations", "rec.flags"] {
+            w.u64(c, &[0, 0]);
+        }
+        // The second record's length wraps `offset + length` around to 0 unless checked.
+        w.u64("rec.k", &[1, u64::MAX]);
+        for c in [
+            "rec.t_eff",
+            "rec.lr",
+            "rec.threshold",
+            "rec.values",
+            "rec.residuals",
+        ] {
+            w.f64(c, &[1.0, 2.0], vec![2]);
+        }
+        w.write(&p).unwrap();
+        let e = get_records(&TableReader::open(&p).unwrap(), "rec.")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("monitor.safetensors") && e.contains("truncated"),
+            "{e}"
+        );
+    }
 }

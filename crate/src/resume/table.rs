@@ -76,6 +76,10 @@ impl TableReader {
     /// Read and check the format tag.
     pub fn open(path: &Path) -> Result<TableReader> {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        TableReader::from_bytes(path, bytes)
+    }
+    /// Check a table file's bytes as [`TableReader::open`] does; `path` names it in errors.
+    pub fn from_bytes(path: &Path, bytes: Vec<u8>) -> Result<TableReader> {
         let (_, md) = safetensors::SafeTensors::read_metadata(&bytes)
             .map_err(|e| Error::data(path, format!("not a safetensors file ({e})")))?;
         let meta = md.metadata().clone().unwrap_or_default();
@@ -146,6 +150,12 @@ impl TableReader {
     /// A tensor column on `device`, in the dtype it was saved in.
     pub fn tensor(&self, name: &str, device: &Device) -> Result<Tensor> {
         let (dt, shape, b) = self.raw(name)?;
+        if !checkpoint::shape_fits(&shape) {
+            return Err(Error::data(
+                &self.path,
+                format!("tensor {name} has shape {shape:?}, whose size overflows"),
+            ));
+        }
         let t = match dt {
             StDtype::F64 => Tensor::from_vec(
                 b.chunks_exact(8)

@@ -1,5 +1,5 @@
 //! Tests of run directories: identity checks, exact logs, interrupted claims.
-use super::open::without_device;
+use super::identity::without_device;
 use super::*;
 
 #[test]
