@@ -261,8 +261,8 @@ mod tests {
     use crate::loss::LossKind;
     use crate::model::{Activation, InitSpec, Model, ModelSpec};
     use crate::objective::Objective;
+    use crate::ops::{dot, sq_norm};
     use crate::rng::Rng;
-    use crate::train::{dot, sq_norm};
     use candle_core::{DType, Device, Tensor};
 
     /// The device-agnostic fallback (plain candle operations, what runs off the CPU) computes the

@@ -3,7 +3,7 @@
 //!
 //! A PyTorch user loads one with `safetensors.torch.load_file(path)`: the keys `net.0.weight`, …
 //! match an `nn.Sequential` of the same architecture; metadata is in the file's header.
-use crate::data::atomic::write_safetensors_atomic;
+use crate::atomic::write_safetensors_atomic;
 use crate::loss::LossKind;
 use crate::model::{InitSpec, Model, ModelSpec};
 use crate::objective::Objective;

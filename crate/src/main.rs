@@ -268,7 +268,7 @@ fn run(cli: Cli) -> Result<()> {
             })?;
             let text = serde_json::to_string_pretty(&report).expect("json");
             if let Some(p) = json {
-                eoslab::data::atomic::write_atomic(&p, text.as_bytes())?;
+                eoslab::atomic::write_atomic(&p, text.as_bytes())?;
             }
             println!("{text}");
             Ok(())
@@ -277,7 +277,7 @@ fn run(cli: Cli) -> Result<()> {
             set_jobs(jobs);
             let report = eoslab::cli::regime(&out)?;
             let text = serde_json::to_string_pretty(&report).expect("json");
-            eoslab::data::atomic::write_atomic(&out.join("regime.json"), text.as_bytes())?;
+            eoslab::atomic::write_atomic(&out.join("regime.json"), text.as_bytes())?;
             println!("{text}");
             Ok(())
         }

@@ -127,10 +127,10 @@ pub fn write_frame(df: &mut DataFrame, dir: &Path, stem: &str) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let mut pq = Vec::new();
     ParquetWriter::new(&mut pq).finish(df)?;
-    crate::data::atomic::write_atomic(&dir.join(format!("{stem}.parquet")), &pq)?;
+    crate::atomic::write_atomic(&dir.join(format!("{stem}.parquet")), &pq)?;
     let mut csv = Vec::new();
     CsvWriter::new(&mut csv).finish(df)?;
-    crate::data::atomic::write_atomic(&dir.join(format!("{stem}.csv")), &csv)
+    crate::atomic::write_atomic(&dir.join(format!("{stem}.csv")), &csv)
 }
 
 /// Read a Parquet file written by [`write_frame`].

@@ -311,7 +311,7 @@ impl Monitor {
                 .to_dtype(candle_core::DType::F64)?
                 .to_vec1()?;
             for (q, metric) in margin_metrics() {
-                let v = crate::experiment::verdict::quantile(&m, q);
+                let v = crate::stats::quantile(&m, q);
                 self.row(step, t_eff, name, &metric, v);
             }
         }

@@ -119,6 +119,24 @@ pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     Ok(t)
 }
 
+/// Σ‖t‖² over a list of tensors, accumulated in f64.
+pub fn sq_norm(ts: &[Tensor]) -> Result<f64> {
+    let mut s = 0.0;
+    for t in ts {
+        s += crate::kernels::dot(t, t)?;
+    }
+    Ok(s)
+}
+
+/// Σ ⟨a_i, b_i⟩ over two lists of tensors, accumulated in f64.
+pub fn dot(a: &[Tensor], b: &[Tensor]) -> Result<f64> {
+    let mut s = 0.0;
+    for (x, y) in a.iter().zip(b) {
+        s += crate::kernels::dot(x, y)?;
+    }
+    Ok(s)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -28,7 +28,7 @@ impl Figure {
     }
     /// Write the SVG to `path` (atomically).
     pub fn save(&self, path: &Path) -> Result<()> {
-        crate::data::atomic::write_atomic(path, self.svg.as_bytes())
+        crate::atomic::write_atomic(path, self.svg.as_bytes())
     }
 }
 

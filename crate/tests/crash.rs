@@ -7,7 +7,7 @@
 //! write: after a drawn number of writes has begun (or, for some of a run's last kills, once a
 //! write of a seed result, table or figure has begun), a drawn fraction of the way through it
 //! (the binary's test hook `EOSLAB_WRITE_DELAY_US` makes each write pause between its phases
-//! and log them; see `eoslab::data::atomic`).
+//! and log them; see `eoslab::atomic`).
 //!
 //! `EOSLAB_CRASH_KILLS` (default 30) sets the number of kills, `EOSLAB_CRASH_SEED` (default 1)
 //! the moments. No file is excluded from the comparison.

@@ -142,7 +142,7 @@ fn check_intact(dir: &Path) -> Vec<u64> {
     let mut complete = Vec::new();
     for seed in 0..2u64 {
         let rel = format!("tradeoff/seed-{seed}/result.safetensors");
-        if let Some(s) = eoslab::resume::load_seed(&r, seed).unwrap() {
+        if let Some(s) = eoslab::branch::persist::load_seed(&r, seed).unwrap() {
             assert_eq!(s.seed, seed);
             assert_eq!(
                 std::fs::read(r.seed_result_path(seed)).unwrap(),

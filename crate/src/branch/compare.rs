@@ -10,6 +10,7 @@
 //!   measured pair), the stable branch interpolated at the EoS branch's points — the earlier
 //!   protocol, kept to show how much the sampling moves Δℓ.
 use crate::metrics::RunLog;
+pub use crate::stats::{cell_window_mean, interpolate, pair_means, window_mean};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -116,35 +117,6 @@ pub fn cell_means(series: &[(f64, f64)], grid: Grid) -> BTreeMap<usize, f64> {
         .collect()
 }
 
-/// Mean of the points of `curve` whose t lies in `window` (inclusive; NaN if none).
-pub fn window_mean(curve: &[(f64, f64)], window: (f64, f64)) -> f64 {
-    let inside: Vec<f64> = curve
-        .iter()
-        .filter(|p| p.0 >= window.0 - 1e-9 && p.0 <= window.1 + 1e-9 && p.1.is_finite())
-        .map(|p| p.1)
-        .collect();
-    if inside.is_empty() {
-        f64::NAN
-    } else {
-        inside.iter().sum::<f64>() / inside.len() as f64
-    }
-}
-
-/// The time average over `window` of a piecewise-constant curve of cells of width `dt`
-/// (`curve` holds each cell's centre and value): each cell weighs by its overlap with the
-/// window, so a window ending inside a cell counts that cell's part (NaN if no overlap).
-pub fn cell_window_mean(curve: &[(f64, f64)], dt: f64, window: (f64, f64)) -> f64 {
-    let (mut sum, mut weight) = (0.0, 0.0);
-    for &(c, v) in curve {
-        let overlap = ((c + 0.5 * dt).min(window.1) - (c - 0.5 * dt).max(window.0)).max(0.0);
-        if overlap > 1e-12 * dt && v.is_finite() {
-            sum += overlap * v;
-            weight += overlap;
-        }
-    }
-    if weight > 0.0 { sum / weight } else { f64::NAN }
-}
-
 /// `(t, value)` of the first measurement of each pair of consecutive steps (a lone
 /// measurement counts as the first of its pair).
 pub fn first_of_pairs(rows: &[(usize, f64, f64)]) -> Vec<(f64, f64)> {
@@ -153,46 +125,6 @@ pub fn first_of_pairs(rows: &[(usize, f64, f64)]) -> Vec<(f64, f64)> {
         .filter(|(i, r)| *i == 0 || rows[i - 1].0 + 1 != r.0)
         .map(|(_, r)| (r.1, r.2))
         .collect()
-}
-
-/// `(t, value)` of each measured pair of consecutive steps, with the pair's mean value at the
-/// first step's t (a lone measurement is its own pair).
-pub fn pair_means(rows: &[(usize, f64, f64)]) -> Vec<(f64, f64)> {
-    let mut out: Vec<(f64, f64)> = Vec::new();
-    let mut i = 0;
-    while i < rows.len() {
-        if i + 1 < rows.len() && rows[i + 1].0 == rows[i].0 + 1 {
-            out.push((rows[i].1, 0.5 * (rows[i].2 + rows[i + 1].2)));
-            i += 2;
-        } else {
-            out.push((rows[i].1, rows[i].2));
-            i += 1;
-        }
-    }
-    out
-}
-
-/// Linear interpolation of `(x, y)` (sorted by x) at `x`; NaN outside the range.
-pub fn interpolate(series: &[(f64, f64)], x: f64) -> f64 {
-    let eps = 1e-9 * x.abs().max(1.0);
-    match series.iter().position(|p| p.0 >= x - eps) {
-        None => f64::NAN,
-        Some(0) => {
-            if (series[0].0 - x).abs() <= eps {
-                series[0].1
-            } else {
-                f64::NAN
-            }
-        }
-        Some(i) => {
-            let (a, b) = (series[i - 1], series[i]);
-            if (b.0 - x).abs() <= eps {
-                b.1
-            } else {
-                a.1 + (b.1 - a.1) * (x - a.0) / (b.0 - a.0)
-            }
-        }
-    }
 }
 
 #[cfg(test)]

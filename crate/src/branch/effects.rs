@@ -6,8 +6,8 @@
 //!   the mean of the median curve over that range.
 use super::compare::{self, Grid, Measurement};
 use super::{BranchResult, SeedBranches};
-use crate::experiment::verdict::{median, quantile};
 use crate::metrics::RunLog;
+use crate::stats::{median, quantile};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -240,14 +240,10 @@ impl BranchResult {
         log
     }
 
-    /// Write metrics (Parquet + CSV), the per-group summary, and figures into `dir`.
-    pub fn write(&self, dir: &Path) -> Result<()> {
-        self.log().write(dir, "metrics")?;
-        crate::metrics::write_frame(&mut crate::report::effects_frame(self)?, dir, "summary")?;
-        for (name, fig) in crate::report::branch_figures(self, 0)? {
-            fig.save(&dir.join(format!("{name}.svg")))?;
-        }
-        Ok(())
+    /// Write every seed's metrics (Parquet + CSV) into `dir`; the summary table and the
+    /// figures are the report's ([`crate::report::write`]).
+    pub fn write_metrics(&self, dir: &Path) -> Result<()> {
+        self.log().write(dir, "metrics")
     }
 
     /// Group names of the paper's groups only (no `train` / `test`).

@@ -27,8 +27,8 @@ impl EnterThresholds {
     /// The thresholds for rates `low` < `high`, `margin` and momentum β.
     pub fn new(low: f64, high: f64, margin: f64, momentum: f64) -> EnterThresholds {
         EnterThresholds {
-            high: 2.0 * (1.0 + momentum) / high,
-            low: 2.0 * (1.0 + momentum) / low,
+            high: crate::train::stability_threshold(high, momentum),
+            low: crate::train::stability_threshold(low, momentum),
             margin,
         }
     }

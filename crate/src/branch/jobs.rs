@@ -1,12 +1,13 @@
 //! Running branching experiments: every seed of one or many configurations, in run
 //! directories (resumable, or shared between notebooks by a content key), seeds side by side.
-use super::{BranchConfig, BranchResult, SeedBranches, prepare, run_seed_with};
+use super::{BranchConfig, BranchResult, SeedBranches, persist, prepare, run_seed_with};
 use crate::data::Dataset;
 use crate::resume::{Resume, ResumeOptions};
 use crate::{Error, Result};
 use std::path::Path;
 
-/// Run every seed; with `dir`, also write the run directory (see [`BranchResult::write`]).
+/// Run every seed; with `dir`, also write the run directory's configuration, training set and
+/// metrics ([`crate::report::write`] adds the summary and figures).
 pub fn run(cfg: &BranchConfig, dir: Option<&Path>) -> Result<BranchResult> {
     run_with(cfg, dir, None)
 }
@@ -95,7 +96,7 @@ fn prepare_job(job: &Job) -> Result<Prepared> {
     if let Some(dir) = job.dir {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         if resume.is_none() {
-            crate::data::atomic::write_atomic(&dir.join("config.json"), cfg.to_json().as_bytes())?;
+            crate::atomic::write_atomic(&dir.join("config.json"), cfg.to_json().as_bytes())?;
         }
         crate::data::tensors::export(&train, &dir.join("train.safetensors"), &[])?;
     }
@@ -119,7 +120,7 @@ pub fn run_many(list: &[Job], jobs: usize) -> Result<Vec<BranchResult>> {
         let (j, s) = tasks[t];
         let (job, p) = (&list[j], &prepared[j]);
         if let Some(r) = &p.resume
-            && let Some(done) = crate::resume::load_seed(r, s)?
+            && let Some(done) = persist::load_seed(r, s)?
         {
             // A run stopped between saving this result and removing its checkpoints left them.
             r.clean_seed(s);
@@ -127,7 +128,8 @@ pub fn run_many(list: &[Job], jobs: usize) -> Result<Vec<BranchResult>> {
         }
         let result = run_seed_with(job.cfg, &p.train, &p.test, s, job.dir, p.resume.as_ref())?;
         if let Some(r) = &p.resume {
-            crate::resume::save_seed(r, &result)?;
+            crate::resume::save(&r.seed_result_path(s), &result)?;
+            r.clean_seed(s);
         }
         Ok(result)
     })?;
@@ -159,7 +161,7 @@ fn assemble(job: &Job, seeds: Vec<SeedBranches>, train: Dataset) -> Result<Branc
         train,
     };
     if let Some(dir) = job.dir {
-        result.write(dir)?;
+        result.write_metrics(dir)?;
     }
     Ok(result)
 }

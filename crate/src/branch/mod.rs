@@ -7,6 +7,7 @@ pub mod compare;
 mod effects;
 pub mod fork;
 mod jobs;
+pub mod persist;
 mod process;
 pub mod settling;
 
@@ -16,8 +17,8 @@ pub use jobs::{Job, run, run_key, run_many, run_shared, run_with};
 pub use settling::Settling;
 
 use crate::checkpoint::{self, CheckpointMeta};
+use crate::config::RunConfig;
 use crate::data::Dataset;
-use crate::experiment::config::RunConfig;
 use crate::groups::{self, GroupConfig};
 use crate::metrics::RunLog;
 use crate::model::{InitSpec, Model};
@@ -362,7 +363,7 @@ fn run_baseline(
         seed,
     )?;
     let schedule = &run.sharpness.every;
-    let target = 2.0 * (1.0 + run.momentum) / eta_eos;
+    let target = crate::train::stability_threshold(eta_eos, run.momentum);
     let mut progress = Progress::new(format!("baseline seed={seed}"), (run.steps / 4).max(1));
     let mut ck = resume.map(|r| r.process(seed, "baseline", schedule.k));
     if let Some(ck) = ck.as_mut() {

@@ -28,7 +28,7 @@ pub(super) fn run_branches(
         ..cfg.run.sharpness.every.clone()
     };
     let every_stable = ((dt / eta_stable).round() as usize).max(1);
-    let thr_stable = 2.0 * (1.0 + cfg.run.momentum) / eta_stable;
+    let thr_stable = crate::train::stability_threshold(eta_stable, cfg.run.momentum);
     let watch = Watch {
         every: if cfg.t2_checks > 0 {
             (every_stable / (cfg.t2_checks + 1)).max(1)

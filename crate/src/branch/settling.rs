@@ -5,7 +5,7 @@
 //! λ_max at the edge of stability cycles (catapults, period-2 oscillation), so the settled
 //! value is a median over the last part of the branch, not its last measurement.
 use super::BranchResult;
-use crate::experiment::verdict::median;
+use crate::stats::median;
 use serde::{Deserialize, Serialize};
 
 /// The share of a branch's effective time, counted back from its end, over which the settled
@@ -68,7 +68,7 @@ impl BranchResult {
         } else {
             eta_eos
         };
-        let threshold = 2.0 * (1.0 + self.config.run.momentum) / eta;
+        let threshold = crate::train::stability_threshold(eta, self.config.run.momentum);
         let series = s.log.series(branch, s.seed, "all", "lambda_1");
         let (threshold, at_fork, settled, last) =
             of_series(&series, threshold).unwrap_or((threshold, f64::NAN, f64::NAN, f64::NAN));

@@ -1,8 +1,8 @@
 //! `eoslab claim`: its options, and each claim's experiment run from its preset, in resumable
 //! run directories under `--out`.
-use crate::branch::{self, BranchConfig, BranchResult, Job};
+use crate::branch::{BranchConfig, BranchResult, Job};
 use crate::checkpoint::parse_dtype;
-use crate::experiment::config::parse_device;
+use crate::config::parse_device;
 use crate::experiment::presets::Preset;
 use crate::experiment::{Verdict, claims, eos};
 use crate::resume::ResumeOptions;
@@ -338,7 +338,7 @@ fn run_branching(cfgs: &[(BranchConfig, &str)], opts: &ClaimOptions) -> Result<V
             resume: dir.as_ref().map(|_| &ro),
         })
         .collect();
-    branch::run_many(&jobs, crate::parallel::default_jobs())
+    crate::report::run_many(&jobs, crate::parallel::default_jobs())
 }
 
 /// The verdicts of a branching claim from its results (in the order [`run_claims_with`] ran

@@ -8,7 +8,7 @@ pub use claim::{
 };
 
 use crate::checkpoint::{Checkpoint, parse_dtype};
-use crate::experiment::config::parse_device;
+use crate::config::parse_device;
 use crate::experiment::presets::Preset;
 use crate::hessian::{HessianOp, LanczosConfig};
 use crate::objective::Objective;
@@ -192,7 +192,7 @@ pub fn train(opts: &TrainOptions) -> Result<serde_json::Value> {
         gd.step(&mut obs)?;
         step_s.push(t.elapsed().as_secs_f64());
     }
-    let median = |v: &[f64]| crate::experiment::verdict::median(v);
+    let median = |v: &[f64]| crate::stats::median(v);
     Ok(serde_json::json!({
         "preset": preset,
         "device": run.device,

@@ -4,7 +4,7 @@
 //! bytes: the red plane (1,024 bytes, row-major 32x32), then green, then blue. CIFAR-10 cannot
 //! be downloaded by eoslab; the user points it at a directory holding the extracted batches.
 use super::Dataset;
-use super::atomic::write_atomic;
+use crate::atomic::write_atomic;
 use crate::{Error, Result};
 use std::path::Path;
 

@@ -8,8 +8,6 @@
 use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor};
 
-/// Atomic file writes (temporary file + rename), shared with other writers in the crate.
-pub mod atomic;
 pub mod cifar;
 pub mod csv;
 pub mod digits;

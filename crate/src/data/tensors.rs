@@ -3,9 +3,9 @@
 //! The layout is what a PyTorch user expects (`safetensors.torch.load_file(p)["x"]`), so any run's
 //! exact training set can be recomputed from outside eoslab. Dataset facts that are not tensors
 //! (`name`, `n_classes`, `image_shape`, `fingerprint`) live in the file's `__metadata__`.
-use super::atomic::write_safetensors_atomic;
 use super::csv::MAX_LABEL;
 use super::{Dataset, ORDINARY};
+use crate::atomic::write_safetensors_atomic;
 use crate::{Error, Result};
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};

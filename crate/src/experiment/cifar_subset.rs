@@ -41,10 +41,10 @@
 //!   output-outliers). Measured on the first full runs: t** − t* was 1.5–8.25 under MSE and
 //!   3.5–4.0 under CE, so a fixed horizon of 15 spent most of the branches' steps after the
 //!   window.
-use super::config::{DataConfig, DataSource, RunConfig, Standardize};
-use super::eos::EosConfig;
 use crate::branch::{BranchConfig, Design, Measurement};
+use crate::config::{DataConfig, DataSource, RunConfig, Standardize};
 use crate::data::Reduce;
+use crate::eos::EosConfig;
 use crate::groups::{GroupConfig, InputOutlierMode, OutputOutlierMode};
 use crate::loss::LossKind;
 use crate::model::Activation;

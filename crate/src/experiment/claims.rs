@@ -6,8 +6,9 @@
 //! median t** − t*) with the same reading applied, and says whether the two agree; and it says
 //! in how many seeds t** was reached within the horizon. Gradient metrics measured at two
 //! consecutive steps are read as the mean of the pair.
-use super::verdict::{Verdict, median};
 use crate::branch::{BranchResult, GroupEffect, compare};
+use crate::stats::median;
+use crate::verdict::Verdict;
 
 /// Mean of a metric over one branch's measurements inside seed index `i`'s window (both
 /// steps of every measured pair count, so this is also the mean of the pair means).

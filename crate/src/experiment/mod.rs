@@ -2,12 +2,10 @@
 //! notebooks and the `eoslab` command line.
 pub mod cifar_subset;
 pub mod claims;
-pub mod config;
-pub mod eos;
 pub mod paper;
 pub mod presets;
 pub mod regime;
-pub mod verdict;
 
-pub use config::{DataConfig, DataSource, RunConfig, Standardize};
-pub use verdict::Verdict;
+pub use crate::config::{self, DataConfig, DataSource, RunConfig, Standardize};
+pub use crate::eos;
+pub use crate::verdict::{self, Verdict};

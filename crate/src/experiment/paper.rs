@@ -17,10 +17,10 @@
 //!
 //! CIFAR-10 is not shipped: download the *binary version* and pass its directory. Without it,
 //! [`write_synthetic_cifar`] writes files of the same format (for tests and the GPU check).
-use super::config::{DataConfig, DataSource, RunConfig, Standardize};
-use super::eos::EosConfig;
 use crate::branch::{BranchConfig, Design};
+use crate::config::{DataConfig, DataSource, RunConfig, Standardize};
 use crate::data::cifar;
+use crate::eos::EosConfig;
 use crate::groups::{GroupConfig, InputOutlierMode};
 use crate::loss::LossKind;
 use crate::model::Activation;

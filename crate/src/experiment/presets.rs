@@ -1,8 +1,8 @@
 //! Presets: the configurations the notebooks and `eoslab claim` run, with the reasons for each
 //! choice beside it.
-use super::config::{DataConfig, DataSource, RunConfig, Standardize};
-use super::eos::EosConfig;
 use crate::branch::{BranchConfig, Design};
+use crate::config::{DataConfig, DataSource, RunConfig, Standardize};
+use crate::eos::EosConfig;
 use crate::groups::{GroupConfig, InputOutlierMode};
 use crate::hessian::LanczosConfig;
 use crate::loss::LossKind;

@@ -10,12 +10,12 @@
 //! [`crate::branch::run_shared`]); the other cells measure only what the map reads.
 use super::cifar_subset;
 use super::claims;
-use super::verdict::median;
 use crate::Result;
-use crate::branch::{self, BranchConfig, BranchResult};
+use crate::branch::{BranchConfig, BranchResult};
 use crate::data::Reduce;
 use crate::groups::{InputOutlierMode, OutputOutlierMode};
 use crate::monitor::MonitorConfig;
+use crate::stats::median;
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -200,7 +200,7 @@ impl CellResult {
 pub fn run(cells: &[Cell], root: &Path) -> Result<Vec<CellResult>> {
     let configs: Vec<[BranchConfig; 3]> = cells.iter().map(Cell::configs).collect();
     let flat: Vec<&BranchConfig> = configs.iter().flatten().collect();
-    let mut results = branch::run_shared(root, &flat)?.into_iter();
+    let mut results = crate::report::run_shared(root, &flat)?.into_iter();
     Ok(cells
         .iter()
         .map(|cell| CellResult {
@@ -362,7 +362,7 @@ mod tests {
     #[test]
     fn shared_cells_are_the_notebooks_runs() {
         let cells = default_cells();
-        let key = |c: &BranchConfig| branch::run_key(c);
+        let key = |c: &BranchConfig| crate::branch::run_key(c);
         let preset = cells[0].configs();
         let (_, random) = cifar_subset::alignment();
         let (ce, _) = cifar_subset::saturation();

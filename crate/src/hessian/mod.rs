@@ -57,7 +57,7 @@ impl<'a> HessianOp<'a> {
     }
     /// `uᵀ H u` for parameter-shaped `u`.
     pub fn quadratic_form(&self, u: &[Tensor]) -> Result<f64> {
-        crate::train::dot(u, &self.apply(u)?)
+        crate::ops::dot(u, &self.apply(u)?)
     }
     /// Top-`cfg.k` eigenpairs, optionally warm-started from previous eigenvectors (flat).
     pub fn top_eigen(&self, cfg: &LanczosConfig, start: Option<&[Tensor]>) -> Result<Eigen> {
@@ -96,8 +96,8 @@ pub fn hvp_finite_difference(
         .iter()
         .map(|t| t.copy())
         .collect::<candle_core::Result<Vec<_>>>()?;
-    let nt = crate::train::sq_norm(&theta)?.sqrt().max(1.0);
-    let nv = crate::train::sq_norm(v)?.sqrt();
+    let nt = crate::ops::sq_norm(&theta)?.sqrt().max(1.0);
+    let nv = crate::ops::sq_norm(v)?.sqrt();
     if nv == 0.0 {
         return Ok(v.to_vec());
     }

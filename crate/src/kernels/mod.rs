@@ -8,8 +8,8 @@
 //! tanh with a vectorisable formula accurate to a few ulp in f64 (f32 is computed through f64 and
 //! rounded once). Each primitive falls back to the equivalent candle operations for tensors that
 //! are not contiguous f32/f64 on the CPU (e.g. on CUDA), so callers are device-agnostic.
-use crate::model::Activation;
 use crate::{Error, Result};
+pub use activation::Activation;
 use candle_core::{
     CpuStorage, CustomOp1, DType, Device, Layout, Shape, Storage, Tensor, WithDType,
 };
@@ -183,6 +183,7 @@ fn map2<T: WithDType>(x: &[T], y: &[T], f: impl Fn(T, T) -> T + Sync) -> Vec<T> 
     unsafe { out.finish() }
 }
 
+mod activation;
 #[cfg(feature = "blas")]
 pub mod blas;
 mod fused;

@@ -7,8 +7,8 @@
 use super::band_plot;
 use crate::Result;
 use crate::branch::{BranchResult, Design, GroupEffect, Settling};
-use crate::experiment::verdict::median;
 use crate::plot::{LinePlot, Row};
+use crate::stats::median;
 use polars::prelude::*;
 
 /// The legend names of a design's branches: `(EoS branch, stable branch)`.
@@ -74,7 +74,7 @@ pub fn designs_sharpness_figure(
             true,
         );
         for e in [eta, eta_s] {
-            let t = 2.0 * (1.0 + beta) / e;
+            let t = crate::train::stability_threshold(e, beta);
             if !thresholds.iter().any(|(x, _)| (x - t).abs() < 1e-9 * t) {
                 thresholds.push((t, format!("2/η = {t:.1} (η = {e})")));
             }

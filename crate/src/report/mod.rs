@@ -2,8 +2,10 @@
 //! the command line and run directories; the exit and enter designs side by side in
 //! [`designs`].
 pub mod designs;
+mod write;
 
 pub use designs::{designs_delta_figure, designs_frame, designs_sharpness_figure, settling_frame};
+pub use write::{run, run_many, run_shared, write};
 
 use crate::Result;
 use crate::branch::{BranchResult, GroupEffect};
@@ -105,7 +107,8 @@ pub fn measurement_frame(a: &BranchResult, b: &BranchResult) -> Result<DataFrame
 /// Per group, the median over seeds of each metric's mean over the window on `branch`
 /// (one row per group, one column per metric).
 pub fn window_metrics_frame(r: &BranchResult, branch: &str, metrics: &[&str]) -> Result<DataFrame> {
-    use crate::experiment::{claims::window_mean, verdict::median};
+    use crate::experiment::claims::window_mean;
+    use crate::stats::median;
     let groups = r.paper_groups();
     let mut cols = vec![Column::new("group".into(), groups.clone())];
     for m in metrics {
@@ -157,11 +160,11 @@ pub fn sharpness_figure(r: &BranchResult, i: usize) -> Result<Figure> {
         );
     }
     p = p.hline(
-        2.0 * (1.0 + beta) / eta,
-        format!("2/η = {:.1}", 2.0 * (1.0 + beta) / eta),
+        crate::train::stability_threshold(eta, beta),
+        format!("2/η = {:.1}", crate::train::stability_threshold(eta, beta)),
         0,
     );
-    let thr_s = 2.0 * (1.0 + beta) / eta_s;
+    let thr_s = crate::train::stability_threshold(eta_s, beta);
     let top = s
         .log
         .series("stable", s.seed, "all", "lambda_1")

@@ -19,12 +19,10 @@
 //! Layout under a run directory (per seed): `seed-<s>/resume/<process>.json` points to the
 //! latest complete checkpoint `seed-<s>/resume/<process>-<step>/{process,monitor}.safetensors`;
 //! the pointer is written last, so a crash mid-write leaves the previous checkpoint in force.
-use crate::branch::SeedBranches;
+use crate::atomic::{write_atomic, write_safetensors_atomic};
 use crate::checkpoint::{self, Checkpoint, CheckpointMeta};
-use crate::data::atomic::{write_atomic, write_safetensors_atomic};
-use crate::experiment::eos::SeedRun;
 use crate::metrics::{MetricRow, RunLog};
-use crate::sharpness::{EosEntry, SharpnessRecord, SharpnessTracker};
+use crate::sharpness::{SharpnessRecord, SharpnessTracker};
 use crate::train::{GradientDescent, Observer, StepRecord, StepView};
 use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor};
@@ -37,15 +35,16 @@ use std::time::{Duration, Instant};
 
 mod identity;
 mod open;
+mod persist;
 mod state;
 mod table;
 
 use identity::read_json;
 pub use identity::{check_identity, config_diff};
 
+pub use persist::{Persist, load, save};
 pub use state::{
-    MonitorState, get_history, get_log, get_records, load_eos_run, load_seed, put_history, put_log,
-    put_records, save_eos_run, save_seed,
+    MonitorState, get_history, get_log, get_records, put_history, put_log, put_records,
 };
 pub use table::{TableReader, TableWriter};
 

@@ -16,7 +16,7 @@ impl Resume {
     ) -> Result<Resume> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         // Temporaries of writes a killed run left behind are never part of a run's record.
-        let stale = crate::data::atomic::remove_stale_temporaries(dir)?;
+        let stale = crate::atomic::remove_stale_temporaries(dir)?;
         if stale > 0 {
             eprintln!(
                 "[resume] {}: removed {stale} temporary file(s) of interrupted writes",

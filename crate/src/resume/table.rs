@@ -73,6 +73,11 @@ pub struct TableReader {
 }
 
 impl TableReader {
+    /// The file this table was read from (for error messages).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Read and check the format tag.
     pub fn open(path: &Path) -> Result<TableReader> {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;

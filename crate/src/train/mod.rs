@@ -4,6 +4,7 @@
 //! measure sharpness, group metrics, or write a checkpoint of θ_t), then moves to θ_{t+1}.
 mod observer;
 
+pub use crate::ops::{dot, sq_norm};
 pub use observer::{Every, Observer, Progress};
 
 use crate::model::Model;
@@ -37,8 +38,15 @@ impl GdState {
     }
     /// The stability threshold 2(1 + β)/η.
     pub fn threshold(&self) -> f64 {
-        2.0 * (1.0 + self.momentum) / self.lr
+        stability_threshold(self.lr, self.momentum)
     }
+}
+
+/// The stability threshold 2(1 + β)/η of gradient descent with step size η = `lr` and heavy-ball
+/// momentum β: the sharpness above which the update is unstable along the top eigenvector. The
+/// one place this formula lives.
+pub fn stability_threshold(lr: f64, momentum: f64) -> f64 {
+    2.0 * (1.0 + momentum) / lr
 }
 
 /// One logged step: the loss at θ_t before the update.
@@ -210,22 +218,4 @@ impl GradientDescent {
             history: self.history.clone(),
         })
     }
-}
-
-/// Σ‖t‖² over a list of tensors, accumulated in f64.
-pub fn sq_norm(ts: &[Tensor]) -> Result<f64> {
-    let mut s = 0.0;
-    for t in ts {
-        s += crate::kernels::dot(t, t)?;
-    }
-    Ok(s)
-}
-
-/// Σ ⟨a_i, b_i⟩ over two lists of tensors, accumulated in f64.
-pub fn dot(a: &[Tensor], b: &[Tensor]) -> Result<f64> {
-    let mut s = 0.0;
-    for (x, y) in a.iter().zip(b) {
-        s += crate::kernels::dot(x, y)?;
-    }
-    Ok(s)
 }

@@ -93,34 +93,9 @@ impl std::fmt::Display for Verdict {
     }
 }
 
-/// Median of a sample (NaN for an empty one).
-pub fn median(v: &[f64]) -> f64 {
-    quantile(v, 0.5)
-}
-
-/// Linear-interpolated quantile `q` in [0, 1] (NaN for an empty sample; NaNs are dropped).
-pub fn quantile(v: &[f64], q: f64) -> f64 {
-    let mut s: Vec<f64> = v.iter().copied().filter(|x| !x.is_nan()).collect();
-    if s.is_empty() {
-        return f64::NAN;
-    }
-    s.sort_by(|a, b| a.total_cmp(b));
-    let pos = q.clamp(0.0, 1.0) * (s.len() - 1) as f64;
-    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
-    s[lo] + (s[hi] - s[lo]) * (pos - lo as f64)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn quantiles() {
-        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
-        assert_eq!(quantile(&[0.0, 10.0], 0.25), 2.5);
-        assert!(median(&[]).is_nan());
-    }
 
     #[test]
     fn verdict_lines() {

@@ -1,17 +1,18 @@
 //! Claim `eos`: progressive sharpening and the edge of stability, for several step sizes and
 //! seeds. The notebook `00_edge_of_stability` and `eoslab claim eos` both call [`run`].
-use super::config::RunConfig;
-use super::verdict::{Verdict, median};
 use crate::Result;
+use crate::config::RunConfig;
 use crate::data::Dataset;
 use crate::groups::GroupConfig;
 use crate::metrics::RunLog;
 use crate::model::{InitSpec, Model};
 use crate::objective::Objective;
 use crate::plot::{Figure, LinePlot};
-use crate::resume::{Resume, ResumeOptions};
+use crate::resume::{Persist, Resume, ResumeOptions, TableReader, TableWriter};
 use crate::sharpness::{EosEntry, SharpnessRecord, SharpnessTracker};
+use crate::stats::median;
 use crate::train::{GradientDescent, Observer, Progress, StepRecord};
+use crate::verdict::Verdict;
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -163,8 +164,12 @@ fn run_one(
     let name = format!("lr-{lr}-seed-{seed}");
     let process = format!("lr-{lr}");
     if let Some(r) = resume
-        && let Some(done) = crate::resume::load_eos_run(r, &name)?
+        && let Some(done) = crate::resume::load::<SeedRun>(&r.done_path(&name))?
     {
+        eprintln!(
+            "[resume] {name}: already complete in {}",
+            r.done_path(&name).display()
+        );
         // A run stopped between saving this result and removing its checkpoints left them.
         r.clean_process(seed, &process);
         return Ok(done);
@@ -204,10 +209,56 @@ fn run_one(
         seconds,
     };
     if let Some(r) = resume {
-        crate::resume::save_eos_run(r, &name, &run)?;
+        crate::resume::save(&r.done_path(&name), &run)?;
         r.clean_process(seed, &process);
     }
     Ok(run)
+}
+
+/// A completed run is stored in its run directory's `done/` (bit-exact) and skipped on a rerun.
+impl Persist for SeedRun {
+    fn put(&self, w: &mut TableWriter) -> Result<()> {
+        w.meta("seed", self.seed.to_string());
+        let e = self.entry;
+        w.f64(
+            "scalars",
+            &[
+                self.lr,
+                self.seconds,
+                e.is_some() as u8 as f64,
+                e.map(|e| e.step as f64).unwrap_or(f64::NAN),
+                e.map(|e| e.t_star).unwrap_or(f64::NAN),
+                e.map(|e| e.t_eff).unwrap_or(f64::NAN),
+            ],
+            vec![6],
+        );
+        crate::resume::put_history(w, "hist.", &self.history);
+        crate::resume::put_records(w, "rec.", &self.sharpness);
+        Ok(())
+    }
+
+    fn get(t: &TableReader) -> Result<Self> {
+        let sc = t.f64("scalars")?;
+        if sc.len() != 6 {
+            return Err(crate::Error::data(t.path(), "scalars: expected 6 values"));
+        }
+        let seed: u64 = t
+            .meta("seed")?
+            .parse()
+            .map_err(|_| crate::Error::data(t.path(), "bad seed"))?;
+        Ok(SeedRun {
+            lr: sc[0],
+            seed,
+            history: crate::resume::get_history(t, "hist.")?,
+            sharpness: crate::resume::get_records(t, "rec.")?,
+            entry: (sc[2] == 1.0).then(|| EosEntry {
+                step: sc[3] as usize,
+                t_star: sc[4],
+                t_eff: sc[5],
+            }),
+            seconds: sc[1],
+        })
+    }
 }
 
 impl SeedRun {
@@ -347,7 +398,7 @@ impl EosResult {
         crate::metrics::write_frame(&mut self.summary()?, dir, "summary")?;
         let json =
             serde_json::to_vec_pretty(self).map_err(|e| crate::Error::Numerics(e.to_string()))?;
-        crate::data::atomic::write_atomic(&dir.join("eos.json"), &json)
+        crate::atomic::write_atomic(&dir.join("eos.json"), &json)
     }
 
     /// λ_max against step for every run, with the 2/η lines.
