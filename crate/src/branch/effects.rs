@@ -231,6 +231,14 @@ impl BranchResult {
         out
     }
 
+    /// Mean of a metric over one branch's measurements inside seed index `i`'s window (both
+    /// steps of every measured pair count, so this is also the mean of the pair means).
+    pub fn window_mean(&self, i: usize, branch: &str, group: &str, metric: &str) -> f64 {
+        let s = &self.seeds[i];
+        let v: Vec<(f64, f64)> = s.log.series(branch, s.seed, group, metric);
+        compare::window_mean(&v, s.window)
+    }
+
     /// All seeds' logs in one.
     pub fn log(&self) -> RunLog {
         let mut log = RunLog::new("branch");

@@ -13,9 +13,7 @@ use crate::verdict::Verdict;
 /// Mean of a metric over one branch's measurements inside seed index `i`'s window (both
 /// steps of every measured pair count, so this is also the mean of the pair means).
 pub fn window_mean(r: &BranchResult, i: usize, branch: &str, group: &str, metric: &str) -> f64 {
-    let s = &r.seeds[i];
-    let v: Vec<(f64, f64)> = s.log.series(branch, s.seed, group, metric);
-    compare::window_mean(&v, s.window)
+    r.window_mean(i, branch, group, metric)
 }
 
 /// Mean of the measured pair nearest effective time `t` of a metric on one branch.

@@ -107,7 +107,6 @@ pub fn measurement_frame(a: &BranchResult, b: &BranchResult) -> Result<DataFrame
 /// Per group, the median over seeds of each metric's mean over the window on `branch`
 /// (one row per group, one column per metric).
 pub fn window_metrics_frame(r: &BranchResult, branch: &str, metrics: &[&str]) -> Result<DataFrame> {
-    use crate::experiment::claims::window_mean;
     use crate::stats::median;
     let groups = r.paper_groups();
     let mut cols = vec![Column::new("group".into(), groups.clone())];
@@ -116,7 +115,7 @@ pub fn window_metrics_frame(r: &BranchResult, branch: &str, metrics: &[&str]) ->
             .iter()
             .map(|g| {
                 let per_seed: Vec<f64> = (0..r.seeds.len())
-                    .map(|i| window_mean(r, i, branch, g, m))
+                    .map(|i| r.window_mean(i, branch, g, m))
                     .collect();
                 median(&per_seed)
             })
