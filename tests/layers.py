@@ -8,7 +8,7 @@ tests may reach across layers). A new top-level module must be given a layer bel
 import collections, os, re, sys
 
 LAYERS = [
-    ("utilities", "error rng parallel stats atomic verdict plot"),
+    ("utilities", "error rng parallel stats atomic verdict plot overrides"),
     ("numerics", "kernels model analytic autodiff ops loss objective hessian data groups"),
     ("processes", "train sharpness monitor checkpoint metrics config"),
     ("resume", "resume"),

@@ -87,13 +87,7 @@ fn dtype_name(d: DType) -> &'static str {
 
 /// Parse `f32` / `f64`.
 pub fn parse_dtype(s: &str) -> Result<DType> {
-    match s {
-        "f32" => Ok(DType::F32),
-        "f64" => Ok(DType::F64),
-        _ => Err(Error::Config(format!(
-            "unsupported dtype {s:?} (expected f32 or f64)"
-        ))),
-    }
+    Ok(s.parse::<crate::config::Precision>()?.dtype())
 }
 
 /// A tensor's values as little-endian bytes in its own dtype (f32 or f64), from any device.

@@ -160,37 +160,130 @@ impl DataConfig {
     }
 }
 
-/// Compute device: `cpu` or `cuda:N`.
-pub fn parse_device(s: &str) -> Result<Device> {
-    let s = s.trim().to_ascii_lowercase();
-    if s == "cpu" {
-        return Ok(Device::Cpu);
+/// Compute device of a run: `cpu` or `cuda:N` (its spelling in configurations and on the
+/// command line).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DeviceSpec {
+    /// The CPU.
+    #[default]
+    Cpu,
+    /// The CUDA GPU with this ordinal (needs a build with `--features cuda`).
+    Cuda(usize),
+}
+
+impl std::str::FromStr for DeviceSpec {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<DeviceSpec> {
+        let s = s.trim().to_ascii_lowercase();
+        if s == "cpu" {
+            return Ok(DeviceSpec::Cpu);
+        }
+        let bad = || Error::Config(format!("device {s:?}: expected cpu or cuda:N"));
+        match s.strip_prefix("cuda") {
+            Some("") => Ok(DeviceSpec::Cuda(0)),
+            Some(rest) => rest
+                .strip_prefix(':')
+                .and_then(|n| n.parse::<usize>().ok())
+                .map(DeviceSpec::Cuda)
+                .ok_or_else(bad),
+            None => Err(bad()),
+        }
     }
-    let ordinal = match s.strip_prefix("cuda") {
-        Some("") => 0,
-        Some(rest) => rest
-            .strip_prefix(':')
-            .and_then(|n| n.parse::<usize>().ok())
-            .ok_or_else(|| Error::Config(format!("device {s:?}: expected cpu or cuda:N")))?,
-        None => {
+}
+
+impl std::fmt::Display for DeviceSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeviceSpec::Cpu => write!(f, "cpu"),
+            DeviceSpec::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
+impl Serialize for DeviceSpec {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for DeviceSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse()
+            .map_err(|e: Error| serde::de::Error::custom(e.to_string()))
+    }
+}
+
+impl DeviceSpec {
+    /// Open the device: an error (never a CPU fallback) when this build has no CUDA or the
+    /// GPU cannot be opened.
+    pub fn open(self) -> Result<Device> {
+        let ordinal = match self {
+            DeviceSpec::Cpu => return Ok(Device::Cpu),
+            DeviceSpec::Cuda(n) => n,
+        };
+        if !candle_core::utils::cuda_is_available() {
             return Err(Error::Config(format!(
-                "device {s:?}: expected cpu or cuda:N"
+                "device {self}: this eoslab was built without CUDA support (rebuild with `--features cuda`)"
             )));
         }
-    };
-    if !candle_core::utils::cuda_is_available() {
-        return Err(Error::Config(format!(
-            "device {s}: this eoslab was built without CUDA support (rebuild with `--features cuda`)"
-        )));
+        Device::new_cuda(ordinal).map_err(|e| {
+            let e = e.to_string();
+            Error::Config(format!(
+                "device cuda:{ordinal}: CUDA could not open it ({}); is there a GPU with a driver \
+                 for CUDA 13, and is the ordinal right?",
+                e.lines().next().unwrap_or("")
+            ))
+        })
     }
-    Device::new_cuda(ordinal).map_err(|e| {
-        let e = e.to_string();
-        Error::Config(format!(
-            "device cuda:{ordinal}: CUDA could not open it ({}); is there a GPU with a driver \
-             for CUDA 13, and is the ordinal right?",
-            e.lines().next().unwrap_or("")
-        ))
-    })
+}
+
+/// Compute device: `cpu` or `cuda:N`, opened.
+pub fn parse_device(s: &str) -> Result<Device> {
+    s.parse::<DeviceSpec>()?.open()
+}
+
+/// Floating-point precision of a run: `f32` or `f64` in configurations and on the command line.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// 32-bit floats (the presets' default: the speed of the paper's runs).
+    #[default]
+    F32,
+    /// 64-bit floats (for checking numerics).
+    F64,
+}
+
+impl std::str::FromStr for Precision {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Precision> {
+        match s.trim() {
+            "f32" => Ok(Precision::F32),
+            "f64" => Ok(Precision::F64),
+            _ => Err(Error::Config(format!(
+                "unsupported dtype {s:?} (expected f32 or f64)"
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Precision::F32 => "f32",
+            Precision::F64 => "f64",
+        })
+    }
+}
+
+impl Precision {
+    /// The candle dtype.
+    pub fn dtype(self) -> DType {
+        match self {
+            Precision::F32 => DType::F32,
+            Precision::F64 => DType::F64,
+        }
+    }
 }
 
 /// Everything one training run needs.
@@ -217,9 +310,9 @@ pub struct RunConfig {
     /// Steps before which t* is not searched for (early transients).
     pub burn_in: usize,
     /// `f32` or `f64`.
-    pub dtype: String,
+    pub dtype: Precision,
     /// `cpu` or `cuda:N`.
-    pub device: String,
+    pub device: DeviceSpec,
     /// Examples per forward pass (`None` = all).
     pub chunk: Option<usize>,
 }
@@ -234,10 +327,10 @@ impl RunConfig {
     }
     /// Parsed dtype.
     pub fn dtype(&self) -> Result<DType> {
-        crate::checkpoint::parse_dtype(&self.dtype)
+        Ok(self.dtype.dtype())
     }
-    /// Parsed device.
+    /// The opened device.
     pub fn device(&self) -> Result<Device> {
-        parse_device(&self.device)
+        self.device.open()
     }
 }

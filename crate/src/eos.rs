@@ -12,7 +12,6 @@ use crate::resume::{Persist, Resume, ResumeOptions, TableReader, TableWriter};
 use crate::sharpness::{EosEntry, SharpnessRecord, SharpnessTracker};
 use crate::stats::median;
 use crate::train::{GradientDescent, Observer, Progress, StepRecord};
-use crate::verdict::Verdict;
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -338,56 +337,6 @@ impl EosResult {
 
     fn by_lr(&self, lr: f64) -> Vec<&SeedRun> {
         self.runs.iter().filter(|r| r.lr == lr).collect()
-    }
-
-    /// The pre-registered criterion: for each step size, every seed reaches 2/η; the median
-    /// (across seeds) of the per-seed median post-t* λ_max/(2/η) is within ±10% of 1; and the
-    /// median final loss is below the median loss at t* (training still makes progress at EoS).
-    pub fn verdict(&self) -> Verdict {
-        let mut v = Verdict::new("eos");
-        let mut numbers = Vec::new();
-        v.check(
-            self.config.lrs.len() >= 2,
-            format!("{} step sizes (need >= 2)", self.config.lrs.len()),
-        );
-        v.check(
-            self.config.seeds.len() >= 5,
-            format!("{} seeds (need >= 5)", self.config.seeds.len()),
-        );
-        for &lr in &self.config.lrs {
-            let runs = self.by_lr(lr);
-            let reached = runs.iter().filter(|r| r.entry.is_some()).count();
-            let ratios: Vec<f64> = runs.iter().map(|r| r.post_entry_ratio()).collect();
-            let ratio = median(&ratios);
-            let t_star: Vec<f64> = runs
-                .iter()
-                .filter_map(|r| r.entry.map(|e| e.t_star))
-                .collect();
-            let (l_entry, l_final) = (
-                median(&runs.iter().map(|r| r.loss_at_entry()).collect::<Vec<_>>()),
-                median(&runs.iter().map(|r| r.final_loss()).collect::<Vec<_>>()),
-            );
-            v.check(
-                reached == runs.len(),
-                format!(
-                    "η = {lr}: λ_max reached 2/η = {:.2} in {reached}/{} seeds",
-                    2.0 / lr,
-                    runs.len()
-                ),
-            );
-            v.check(
-                (0.9..=1.1).contains(&ratio),
-                format!("η = {lr}: median post-t* λ_max / (2/η) = {ratio:.3} (need 0.90..1.10)"),
-            );
-            v.check(l_final < l_entry, format!("η = {lr}: median loss at t* {l_entry:.4e} -> final {l_final:.4e} (must decrease)"));
-            numbers.push(serde_json::json!({
-                "lr": lr, "threshold": 2.0 / lr, "seeds_reached": reached, "seeds": runs.len(),
-                "median_t_star": median(&t_star), "median_post_ratio": ratio, "per_seed_post_ratio": ratios,
-                "median_loss_at_t_star": l_entry, "median_final_loss": l_final,
-            }));
-        }
-        v.numbers = serde_json::json!({ "n_train": self.n_train, "per_lr": numbers });
-        v
     }
 
     /// Write the figures, the summary table and all records (JSON) into `dir`.

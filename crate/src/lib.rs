@@ -20,6 +20,7 @@ pub mod model;
 pub mod monitor;
 pub mod objective;
 pub mod ops;
+pub mod overrides;
 pub mod parallel;
 pub mod plot;
 pub mod report;

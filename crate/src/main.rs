@@ -101,6 +101,33 @@ enum Command {
         /// depend on it.
         #[arg(long)]
         jobs: Option<usize>,
+        /// Override any field of the experiment's configuration, e.g. `--set run.lr=0.02
+        /// --set groups.per_class=10` (a JSON value, or a plain string); repeatable, applied
+        /// after the other options. The run directory's `config.json` shows every field.
+        #[arg(long = "set", value_name = "PATH=VALUE")]
+        set: Vec<String>,
+    },
+    /// Run a configuration again: a run directory's `config.json` (eos or branching), with
+    /// `--set` overrides; prints the verdict of its criterion (eos, or tradeoff /
+    /// tradeoff-enter by the fork's design) and its JSON summary, as `claim` does.
+    Run {
+        /// The configuration (`config.json` of any eoslab run directory).
+        config: PathBuf,
+        /// Output directory (resumable, as for `claim`); without it nothing is written.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Override a field, e.g. `--set run.lr=0.02` (repeatable; see `claim --set`).
+        #[arg(long = "set", value_name = "PATH=VALUE")]
+        set: Vec<String>,
+        /// Stop after this many gradient steps (exit status 3); rerun to resume.
+        #[arg(long)]
+        step_budget: Option<usize>,
+        /// Checkpoint every this many steps (with --out).
+        #[arg(long, default_value_t = 512)]
+        checkpoint_every: usize,
+        /// Seeds run side by side, one core each (default: EOSLAB_JOBS or 1).
+        #[arg(long)]
+        jobs: Option<usize>,
     },
     /// Train a preset's baseline for some steps; print per-step losses, λ_max and timings as
     /// JSON (to measure costs, or compare devices and dtypes).
@@ -220,6 +247,7 @@ fn run(cli: Cli) -> Result<()> {
             checkpoint_every,
             horizon,
             jobs,
+            set,
         } => {
             set_jobs(jobs);
             eoslab::cli::claim_with(
@@ -240,8 +268,32 @@ fn run(cli: Cli) -> Result<()> {
                     checkpoint_every: Some(checkpoint_every),
                     horizon,
                     design: Some(design),
+                    set,
                 },
             )
+        }
+        Command::Run {
+            config,
+            out,
+            set,
+            step_budget,
+            checkpoint_every,
+            jobs,
+        } => {
+            set_jobs(jobs);
+            let resume = eoslab::cli::ClaimOptions {
+                step_budget,
+                checkpoint_every: Some(checkpoint_every),
+                ..Default::default()
+            }
+            .resume_options();
+            let verdict = eoslab::cli::rerun(&config, &set, out.as_deref(), &resume)?;
+            println!("{verdict}");
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&verdict.numbers).expect("json")
+            );
+            Ok(())
         }
         Command::Train {
             preset,

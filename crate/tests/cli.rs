@@ -199,3 +199,61 @@ fn claim_data_choice_reads_mnist_directories_and_names_a_truncated_file() {
         "{e}"
     );
 }
+
+/// `eoslab run DIR/config.json` reruns a run directory's configuration: the same verdict and
+/// numbers, the same configuration in its own directory; and `claim --set` reaches the same
+/// field a dedicated flag does.
+#[test]
+fn run_reruns_a_run_directory_and_set_overrides_fields() {
+    use std::process::Command;
+    let bin = env!("CARGO_BIN_EXE_eoslab");
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b, c) = (
+        tmp.path().join("a"),
+        tmp.path().join("b"),
+        tmp.path().join("c"),
+    );
+    let out = |cmd: &mut Command| {
+        let o = cmd.env_remove("EOSLAB_JOBS").output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let claim = |dir: &std::path::Path, extra: &[&str]| {
+        out(Command::new(bin)
+            .args(["claim", "tradeoff", "--preset", "digits", "--seeds", "2"])
+            .args(extra)
+            .arg("--out")
+            .arg(dir))
+    };
+    let first = claim(&a, &["--horizon", "1"]);
+    assert!(first.contains("\nCLAIM tradeoff: "), "{first}");
+    let cfg = a.join("tradeoff").join("config.json");
+    let again = out(Command::new(bin).arg("run").arg(&cfg).arg("--out").arg(&b));
+    assert_eq!(
+        again, first,
+        "a rerun of config.json prints the same verdict and numbers"
+    );
+    let read = |p: std::path::PathBuf| std::fs::read(p).unwrap();
+    assert_eq!(read(b.join("config.json")), read(cfg.clone()));
+    claim(&c, &["--set", "horizon=1"]);
+    assert_eq!(
+        read(c.join("tradeoff").join("config.json")),
+        read(cfg.clone())
+    );
+
+    // A misspelt field is named, with the fields that exist there; nothing is written.
+    let bad = Command::new(bin)
+        .arg("run")
+        .arg(&cfg)
+        .args(["--set", "run.lrr=0.1", "--out"])
+        .arg(tmp.path().join("d"))
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        !bad.status.success() && e.contains("no field \"lrr\" at run"),
+        "{e}"
+    );
+    assert!(e.contains("config.json"), "{e}");
+    assert!(!tmp.path().join("d").exists());
+}

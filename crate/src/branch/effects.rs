@@ -13,6 +13,11 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::path::Path;
 
+/// The fraction of seeds that must share the sign of a group's median Δℓ for its reading to
+/// be decided ("EoS helps" / "EoS hurts"): the criteria's default and the summary tables' one
+/// definition (DESIGN §1).
+pub const DECIDED_FRACTION: f64 = 0.8;
+
 /// Median and quartiles of a group's per-seed window Δℓ, and sign counts.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GroupEffect {
@@ -46,11 +51,24 @@ impl GroupEffect {
         }
     }
 
-    /// "EoS helps", "EoS hurts" or "mixed": the sign of the median when ≥ 80% of seeds share it.
+    /// The effect of `group` from its per-seed window Δℓ values (for building results by hand,
+    /// as the criteria's tests do).
+    pub fn new(group: &str, per_seed: Vec<f64>) -> GroupEffect {
+        GroupEffect::from_values(group, per_seed)
+    }
+
+    /// [`GroupEffect::reading_at`] the default fraction [`DECIDED_FRACTION`] (what the summary
+    /// tables print).
     pub fn reading(&self) -> &'static str {
-        if self.median < 0.0 && self.frac_negative >= 0.8 {
+        self.reading_at(DECIDED_FRACTION)
+    }
+
+    /// "EoS helps", "EoS hurts" or "mixed": the sign of the median when at least `fraction` of
+    /// the seeds share it.
+    pub fn reading_at(&self, fraction: f64) -> &'static str {
+        if self.median < 0.0 && self.frac_negative >= fraction {
             "EoS helps"
-        } else if self.median > 0.0 && self.frac_positive >= 0.8 {
+        } else if self.median > 0.0 && self.frac_positive >= fraction {
             "EoS hurts"
         } else {
             "mixed"

@@ -12,7 +12,7 @@ mod process;
 pub mod settling;
 
 pub use compare::{Comparison, Grid, Measurement, interpolate};
-pub use effects::{BandEffect, GroupEffect};
+pub use effects::{BandEffect, DECIDED_FRACTION, GroupEffect};
 pub use jobs::{Job, run, run_key, run_many, run_shared, run_with};
 pub use settling::Settling;
 

@@ -96,8 +96,8 @@ pub fn run() -> RunConfig {
         steps: 3000,
         sharpness,
         burn_in: 100,
-        dtype: "f32".into(),
-        device: "cpu".into(),
+        dtype: crate::config::Precision::F32,
+        device: crate::config::DeviceSpec::Cpu,
         chunk: None,
     }
 }

@@ -2,10 +2,14 @@
 //! notebooks and the `eoslab` command line.
 pub mod cifar_subset;
 pub mod claims;
+pub mod options;
 pub mod paper;
 pub mod presets;
 pub mod regime;
 
-pub use crate::config::{self, DataConfig, DataSource, RunConfig, Standardize};
+pub use crate::config::{
+    self, DataConfig, DataSource, DeviceSpec, Precision, RunConfig, Standardize,
+};
 pub use crate::eos;
 pub use crate::verdict::{self, Verdict};
+pub use options::{ClaimOptions, DataChoice};

@@ -67,8 +67,8 @@ pub fn run(dir: &Path) -> RunConfig {
         steps: 20_000,
         sharpness,
         burn_in: 64,
-        dtype: "f32".into(),
-        device: "cpu".into(),
+        dtype: crate::config::Precision::F32,
+        device: crate::config::DeviceSpec::Cpu,
         chunk: None,
     }
 }

@@ -41,8 +41,8 @@ pub fn digits_run() -> RunConfig {
         steps: 1000,
         sharpness: sharpness_every(20),
         burn_in: 150,
-        dtype: "f32".into(),
-        device: "cpu".into(),
+        dtype: crate::config::Precision::F32,
+        device: crate::config::DeviceSpec::Cpu,
         chunk: None,
     }
 }
