@@ -4,14 +4,15 @@ use crate::Result;
 use crate::config::RunConfig;
 use crate::data::Dataset;
 use crate::groups::GroupConfig;
-use crate::metrics::RunLog;
 use crate::model::{InitSpec, Model};
 use crate::objective::Objective;
 use crate::plot::{Figure, LinePlot};
-use crate::resume::{Persist, Resume, ResumeOptions, TableReader, TableWriter};
+use crate::resume::{
+    Flow, Persist, Plan, Resume, ResumeOptions, Stateful, TableReader, TableWriter, drive,
+};
 use crate::sharpness::{EosEntry, SharpnessRecord, SharpnessTracker};
 use crate::stats::median;
-use crate::train::{GradientDescent, Observer, Progress, StepRecord};
+use crate::train::{GradientDescent, Observer, Progress, StepRecord, StepView};
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -89,26 +90,41 @@ pub fn train_tracked_with(
     )?;
     let objective = Objective::from_dataset(train, &device, dtype, cfg.loss, cfg.chunk)?;
     let mut gd = GradientDescent::new(model, objective, cfg.lr, cfg.momentum)?;
-    let mut tracker = SharpnessTracker::new(cfg.sharpness.clone());
+    let mut plan = Tracked {
+        tracker: SharpnessTracker::new(cfg.sharpness.clone()),
+        steps: cfg.steps,
+    };
     let mut progress = Progress::new(label, (cfg.steps / 4).max(1));
-    // The tracker keeps no metric log; checkpoints carry an empty one.
-    let mut no_log = RunLog::default();
-    let mut ck = resume.map(|(r, name)| r.process(seed, name, cfg.sharpness.every.k));
-    if let Some(ck) = ck.as_mut() {
-        ck.restore(&mut gd, &mut tracker, &mut no_log)?;
-    }
+    let checkpoints = resume.map(|(r, name)| r.process(seed, name, cfg.sharpness.every.k));
     let mut hooks = resume.map(|(r, _)| r.hooks(label));
-    while gd.state.step < cfg.steps {
-        if let Some(ck) = &ck {
-            ck.save_if_due(gd.state.step, &gd, &tracker, &no_log)?;
-        }
-        let mut observers: Vec<&mut dyn Observer> = vec![&mut tracker, &mut progress];
-        if let Some(h) = hooks.as_mut() {
-            observers.push(h);
-        }
-        gd.step(&mut observers)?;
+    let mut observers: Vec<&mut dyn Observer> = vec![&mut progress];
+    if let Some(h) = hooks.as_mut() {
+        observers.push(h);
     }
-    Ok((gd, tracker))
+    drive(&mut gd, &mut plan, checkpoints, &mut observers)?;
+    Ok((gd, plan.tracker))
+}
+
+/// The plan of an eos run: `steps` steps, the tracker measuring on its own schedule.
+struct Tracked {
+    tracker: SharpnessTracker,
+    steps: usize,
+}
+
+impl Plan for Tracked {
+    fn parts(&mut self) -> Vec<&mut dyn Stateful> {
+        vec![&mut self.tracker]
+    }
+    fn at(&mut self, gd: &GradientDescent, _: usize) -> Result<Flow> {
+        Ok(if gd.state.step >= self.steps {
+            Flow::Stop
+        } else {
+            Flow::Continue
+        })
+    }
+    fn observe(&mut self, view: &StepView) -> Result<()> {
+        self.tracker.observe(view)
+    }
 }
 
 /// Run every (step size, seed) pair.

@@ -1,8 +1,10 @@
-//! The branching intervention: train a baseline to the edge-of-stability entry t*, fork the
-//! exact state into an EoS branch and a stable branch, run both for the same effective time,
-//! and compare every group's loss on a common t_eff grid ([`compare`]); per-group effects
-//! across seeds are in [`effects`], the enter design's pre-fork check in [`fork`], how a
-//! branch's λ_max settles in [`settling`].
+//! The branching intervention: train a baseline to the edge-of-stability entry t*
+//! ([`baseline`]), fork the exact state into an EoS branch and a stable branch ([`fork`]), run
+//! both for the same effective time ([`process`]), and compare every group's loss on a common
+//! t_eff grid ([`compare`]); per-group effects across seeds are in [`effects`], how a branch's
+//! λ_max settles in [`settling`]. Every process runs in the one driver loop,
+//! [`crate::resume::drive`].
+mod baseline;
 pub mod compare;
 mod effects;
 pub mod fork;
@@ -21,11 +23,9 @@ use crate::config::RunConfig;
 use crate::data::Dataset;
 use crate::groups::{self, GroupConfig};
 use crate::metrics::RunLog;
-use crate::model::{InitSpec, Model};
 use crate::monitor::{Monitor, MonitorConfig};
-use crate::objective::Objective;
 use crate::resume::Resume;
-use crate::train::{GradientDescent, Observer, Progress};
+use crate::train::GradientDescent;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -207,7 +207,7 @@ pub fn run_seed(
 }
 
 /// [`run_seed`], with periodic checkpoints and resumption when `resume` is given (its
-/// directory is then the run directory).
+/// directory is then the run directory): baseline → fork → branches → effects.
 pub fn run_seed_with(
     cfg: &BranchConfig,
     train: &Dataset,
@@ -216,24 +216,10 @@ pub fn run_seed_with(
     dir: Option<&Path>,
     resume: Option<&Resume>,
 ) -> Result<SeedBranches> {
-    let (eta_eos, _, _) = cfg.rates();
     let clock = std::time::Instant::now();
-    let (gd, monitor) = run_baseline(cfg, train, test, seed, resume)?;
+    let (gd, monitor) = baseline::run_baseline(cfg, train, test, seed, resume)?;
     let mut seconds = vec![clock.elapsed().as_secs_f64()];
-    let fork_step = gd.state.step;
-    let t_star = gd.state.t_eff;
-    // λ_max of the state forked: the baseline's last measurement is at the fork step.
-    let lambda = monitor
-        .tracker
-        .records
-        .last()
-        .map(|r| r.lambda_max())
-        .unwrap_or(f64::NAN);
-    let (mut eos, mut stable) =
-        fork::fork_branches(&gd, &cfg.design, eta_eos, lambda).map_err(|e| match e {
-            Error::Config(m) => Error::Config(format!("seed {seed}: {m}")),
-            e => e,
-        })?;
+    let (mut eos, mut stable) = fork(cfg, &gd, &monitor, seed)?;
     if let Some(dir) = dir {
         save_fork(cfg, &gd, train, seed, dir)?;
     }
@@ -246,8 +232,7 @@ pub fn run_seed_with(
         resume,
         &mut seconds,
     )?;
-    let dt = cfg.run.sharpness.every.k as f64 * eta_eos;
-    let window = (t_star, t_star2.unwrap_or(t_star + cfg.horizon));
+    let (fork_step, t_star) = (gd.state.step, gd.state.t_eff);
     let steps = [
         fork_step,
         eos.state.step - fork_step,
@@ -255,9 +240,47 @@ pub fn run_seed_with(
     ];
     let measured = [&monitor, &m_eos, &m_stable].map(|m| m.tracker.records.len());
     report_seed(seed, (t_star, t_star2), &seconds, steps, measured);
+    Ok(effects(
+        cfg,
+        seed,
+        (fork_step, t_star, t_star2),
+        [monitor, m_eos, m_stable],
+    ))
+}
+
+/// The two branches forked from the baseline's state `gd`, whose last measurement (by
+/// `monitor`) is at the fork step: `(EoS branch, stable branch)`.
+fn fork(
+    cfg: &BranchConfig,
+    gd: &GradientDescent,
+    monitor: &Monitor,
+    seed: u64,
+) -> Result<(GradientDescent, GradientDescent)> {
+    let lambda = monitor
+        .tracker
+        .records
+        .last()
+        .map(|r| r.lambda_max())
+        .unwrap_or(f64::NAN);
+    fork::fork_branches(gd, &cfg.design, cfg.rates().0, lambda).map_err(|e| match e {
+        Error::Config(m) => Error::Config(format!("seed {seed}: {m}")),
+        e => e,
+    })
+}
+
+/// One seed's effects: every group's Δℓ on the common grid and over the window [t*, t** or
+/// t* + horizon], from the logs of the baseline and both branches' monitors.
+fn effects(
+    cfg: &BranchConfig,
+    seed: u64,
+    (fork_step, t_star, t_star2): (usize, f64, Option<f64>),
+    [baseline, m_eos, m_stable]: [Monitor; 3],
+) -> SeedBranches {
+    let dt = cfg.run.sharpness.every.k as f64 * cfg.rates().0;
+    let window = (t_star, t_star2.unwrap_or(t_star + cfg.horizon));
     let mut names = m_eos.group_names();
     names.extend(["train".to_string(), "test".to_string()]);
-    let mut log = monitor.log;
+    let mut log = baseline.log;
     log.extend(m_eos.log);
     log.extend(m_stable.log);
     let grid = Grid { t_star, dt, window };
@@ -265,7 +288,7 @@ pub fn run_seed_with(
         delta,
         window_delta,
     } = compare::compare(&log, seed, &names, grid, cfg.measurement);
-    Ok(SeedBranches {
+    SeedBranches {
         seed,
         fork_step,
         t_star,
@@ -275,7 +298,7 @@ pub fn run_seed_with(
         log,
         delta,
         window_delta,
-    })
+    }
 }
 
 /// Write the fork's state to `dir/seed-<seed>/fork.safetensors`.
@@ -330,77 +353,4 @@ fn report_seed(
         steps[2],
         measured[2],
     );
-}
-
-/// The baseline of one seed, trained at the baseline rate until λ_max reaches the EoS rate's
-/// threshold 2(1+β)/η (after the burn-in): the process at the fork and its monitor.
-fn run_baseline(
-    cfg: &BranchConfig,
-    train: &Dataset,
-    test: &Dataset,
-    seed: u64,
-    resume: Option<&Resume>,
-) -> Result<(GradientDescent, Monitor)> {
-    let run = &cfg.run;
-    let (device, dtype) = (run.device()?, run.dtype()?);
-    let (eta_eos, _, eta_base) = cfg.rates();
-    let spec = run.model_spec(train.d, train.n_classes);
-    let init = InitSpec {
-        scale: run.init_scale,
-        seed,
-    };
-    let model = Model::new(&spec, init, &device, dtype)?;
-    let objective = Objective::from_dataset(train, &device, dtype, run.loss, run.chunk)?;
-    let test_obj = Objective::from_dataset(test, &device, dtype, run.loss, run.chunk)?;
-    let mut gd = GradientDescent::new(model, objective.clone(), eta_base, run.momentum)?;
-    let mut monitor = Monitor::with_config(
-        run.sharpness.clone(),
-        cfg.monitor.clone(),
-        &objective,
-        train,
-        Some(test_obj),
-        "baseline",
-        seed,
-    )?;
-    let schedule = &run.sharpness.every;
-    let target = crate::train::stability_threshold(eta_eos, run.momentum);
-    let mut progress = Progress::new(format!("baseline seed={seed}"), (run.steps / 4).max(1));
-    let mut ck = resume.map(|r| r.process(seed, "baseline", schedule.k));
-    if let Some(ck) = ck.as_mut() {
-        ck.restore(&mut gd, &mut monitor.tracker, &mut monitor.log)?;
-    }
-    let mut hooks = resume.map(|r| r.hooks(format!("baseline seed={seed}")));
-    loop {
-        if schedule.hits(gd.state.step) {
-            if let Some(ck) = &ck {
-                ck.save_if_due(gd.state.step, &gd, &monitor.tracker, &monitor.log)?;
-            }
-            let rec = if cfg.baseline_metrics {
-                monitor.measure(&gd)?
-            } else {
-                monitor.measure_sharpness(&gd)?
-            };
-            if gd.state.step >= run.burn_in && rec.lambda_max() >= target {
-                return Ok((gd, monitor));
-            }
-        }
-        if gd.state.step >= run.steps {
-            let max = monitor
-                .tracker
-                .records
-                .iter()
-                .map(|r| r.lambda_max())
-                .fold(f64::NEG_INFINITY, f64::max);
-            return Err(Error::Numerics(format!(
-                "seed {seed}: λ_max never reached 2/η = {target:.3} within {} baseline steps \
-                 (largest {max:.3}); raise `steps` or the step size",
-                run.steps
-            )));
-        }
-        let mut obs: Vec<&mut dyn Observer> = vec![&mut progress];
-        if let Some(h) = hooks.as_mut() {
-            obs.push(h);
-        }
-        gd.step(&mut obs)?;
-    }
 }

@@ -4,8 +4,8 @@
 use super::BranchConfig;
 use crate::Result;
 use crate::monitor::Monitor;
-use crate::resume::Resume;
-use crate::train::{Every, GradientDescent, Observer, Progress};
+use crate::resume::{Flow, Plan, Resume, Stateful, drive};
+use crate::train::{Every, GradientDescent, Observer, Progress, StepView};
 
 /// Run both branches of one seed from the fork, the stable branch first (it decides t**, and
 /// with `after_t2` where both end), then the EoS branch for the same effective time; both are
@@ -74,50 +74,67 @@ fn run_branch(
     (name, seed): (&str, u64),
     resume: Option<&Resume>,
 ) -> Result<()> {
-    let measured_last = |i: usize| !schedule.pairs || !schedule.scheduled(i);
     let label = format!("{name} seed={seed}");
     let steps = (horizon / gd.state.lr).round() as usize;
-    let start = gd.state.step;
-    let mut ck = resume.map(|r| r.process(seed, name, schedule.k));
-    if let Some(ck) = ck.as_mut() {
-        ck.restore(gd, &mut monitor.tracker, &mut monitor.log)?;
-    }
+    let mut plan = Branch {
+        monitor,
+        schedule,
+        watch,
+        steps,
+    };
+    let checkpoints = resume.map(|r| r.process(seed, name, schedule.k));
     let mut hooks = resume.map(|r| r.hooks(label.clone()));
     let mut progress = Progress::new(label, (steps / 4).max(1));
-    loop {
-        let i = gd.state.step - start;
-        if schedule.hits(i) || i == steps {
-            if let Some(ck) = &ck {
-                ck.save_if_due(i, gd, &monitor.tracker, &monitor.log)?;
-            }
+    let mut observers: Vec<&mut dyn Observer> = vec![&mut progress];
+    if let Some(h) = hooks.as_mut() {
+        observers.push(h);
+    }
+    drive(gd, &mut plan, checkpoints, &mut observers)
+}
+
+/// The plan of a branch: `steps` steps from the fork, measured on `schedule` and at the last
+/// step, every step's group losses logged; the stable branch's `watch` looks for t**.
+struct Branch<'a> {
+    monitor: &'a mut Monitor,
+    schedule: &'a Every,
+    watch: Option<Watch>,
+    steps: usize,
+}
+
+impl Plan for Branch<'_> {
+    fn parts(&mut self) -> Vec<&mut dyn Stateful> {
+        vec![&mut *self.monitor]
+    }
+    fn at(&mut self, gd: &GradientDescent, i: usize) -> Result<Flow> {
+        let monitor = &mut *self.monitor;
+        if self.schedule.hits(i) || i == self.steps {
             monitor.measure(gd)?;
             // Stop a set stretch of effective time after t** (at the end of a measured pair).
-            if let Some(w) = watch
+            let measured_last = !self.schedule.pairs || !self.schedule.scheduled(i);
+            if let Some(w) = self.watch
                 && let Some(after) = w.after
                 && let Some(t2) = first_reaching(monitor, w.threshold)
-                && measured_last(i)
+                && measured_last
                 && gd.state.t_eff >= t2 + after - 1e-9
             {
-                break;
+                return Ok(Flow::Stop);
             }
-        } else if let Some(w) = watch
+        } else if let Some(w) = self.watch
             && w.every > 0
             && i.is_multiple_of(w.every)
             && first_reaching(monitor, w.threshold).is_none()
         {
             monitor.measure_sharpness(gd)?;
         }
-        if i >= steps {
-            break;
-        }
-        let mut series = monitor.step_series();
-        let mut obs: Vec<&mut dyn Observer> = vec![&mut progress, &mut series];
-        if let Some(h) = hooks.as_mut() {
-            obs.push(h);
-        }
-        gd.step(&mut obs)?;
+        Ok(if i >= self.steps {
+            Flow::Stop
+        } else {
+            Flow::Continue
+        })
     }
-    Ok(())
+    fn observe(&mut self, view: &StepView) -> Result<()> {
+        self.monitor.record_step(view)
+    }
 }
 
 /// How the stable branch watches for t**: λ_max-only checks every `every` steps (0: none)

@@ -16,6 +16,11 @@
 //! - **A step budget** stops a run cleanly after a number of steps ([`Error::Interrupted`]): the
 //!   way tests and users interrupt a run on purpose.
 //!
+//! - **One driver loop** ([`drive`]): every training process (an eos run, a baseline, a
+//!   branch) is a [`Plan`] (its [`Stateful`] measurement parts, what it measures at a step
+//!   boundary, when it stops) run by the same loop, which restores, checkpoints when due and
+//!   steps with the observers.
+//!
 //! Layout under a run directory (per seed): `seed-<s>/resume/<process>.json` points to the
 //! latest complete checkpoint `seed-<s>/resume/<process>-<step>/{process,monitor}.safetensors`;
 //! the pointer is written last, so a crash mid-write leaves the previous checkpoint in force.
@@ -33,6 +38,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+mod drive;
 mod identity;
 mod open;
 mod persist;
@@ -42,9 +48,10 @@ mod table;
 use identity::read_json;
 pub use identity::{check_identity, config_diff};
 
+pub use drive::{Flow, Plan, drive};
 pub use persist::{Persist, load, save};
 pub use state::{
-    MonitorState, get_history, get_log, get_records, put_history, put_log, put_records,
+    MonitorState, Stateful, get_history, get_log, get_records, put_history, put_log, put_records,
 };
 pub use table::{TableReader, TableWriter};
 
@@ -250,12 +257,12 @@ impl ProcessCheckpoints {
     }
 
     /// Restore the latest checkpoint, if any, into `gd` (on its device, in its dtype) and the
-    /// measurement state. Returns the step restored to.
+    /// measurement state `parts` (the same parts, in the same order, as were saved). Returns
+    /// the step restored to.
     pub fn restore(
         &mut self,
         gd: &mut GradientDescent,
-        tracker: &mut SharpnessTracker,
-        log: &mut RunLog,
+        parts: &mut [&mut dyn Stateful],
     ) -> Result<Option<usize>> {
         let ptr = self.pointer();
         if !ptr.exists() {
@@ -288,20 +295,22 @@ impl ProcessCheckpoints {
             });
         }
         ck.restore_into(gd)?;
-        let state = MonitorState::load(&dir.join("monitor.safetensors"), gd.model.device())?;
-        if state.step != gd.state.step {
+        let table = TableReader::open(&dir.join("monitor.safetensors"))?;
+        let step = state::get_step(&table)?;
+        if step != gd.state.step {
             return Err(Error::Checkpoint {
                 path: dir.clone(),
                 msg: format!(
-                    "process at step {} but measurement state at step {}",
-                    gd.state.step, state.step
+                    "process at step {} but measurement state at step {step}",
+                    gd.state.step
                 ),
             });
         }
-        gd.history = state.history;
-        tracker.records = state.records;
-        tracker.vectors = state.vectors;
-        *log = state.log;
+        let history = get_history(&table, "hist.")?;
+        for p in parts.iter_mut() {
+            p.get_state(&table, gd.model.device())?;
+        }
+        gd.history = history;
         self.restored_at = Some(gd.state.step);
         eprintln!(
             "[resume] seed {} {}: resumed at step {} (t_eff {:.4}) from {}",
@@ -314,14 +323,14 @@ impl ProcessCheckpoints {
         Ok(Some(gd.state.step))
     }
 
-    /// Save a checkpoint if `counter` (steps since the process began) is a positive multiple
-    /// of the period and this state was not just restored. Call before measuring at a step.
+    /// Save a checkpoint of `gd` and `parts` if `counter` (steps since the process began) is a
+    /// positive multiple of the period and this state was not just restored. Call before
+    /// measuring at a step.
     pub fn save_if_due(
         &self,
         counter: usize,
         gd: &GradientDescent,
-        tracker: &SharpnessTracker,
-        log: &RunLog,
+        parts: &[&mut dyn Stateful],
     ) -> Result<()> {
         if counter == 0 || !counter.is_multiple_of(self.every) {
             return Ok(());
@@ -329,16 +338,11 @@ impl ProcessCheckpoints {
         if self.restored_at == Some(gd.state.step) {
             return Ok(());
         }
-        self.save(gd, tracker, log)
+        self.save(gd, parts)
     }
 
-    /// Save a checkpoint now.
-    pub fn save(
-        &self,
-        gd: &GradientDescent,
-        tracker: &SharpnessTracker,
-        log: &RunLog,
-    ) -> Result<()> {
+    /// Save a checkpoint of `gd` and `parts` now.
+    pub fn save(&self, gd: &GradientDescent, parts: &[&mut dyn Stateful]) -> Result<()> {
         let name = format!("{}-{:09}", self.label, gd.state.step);
         let dir = self.dir.join(&name);
         let meta = CheckpointMeta::for_process(
@@ -348,12 +352,11 @@ impl ProcessCheckpoints {
             self.config.clone(),
         );
         checkpoint::save(&dir.join("process.safetensors"), gd, &meta)?;
-        MonitorState::save(
+        state::save_parts(
             &dir.join("monitor.safetensors"),
             gd.state.step,
             &gd.history,
-            tracker,
-            log,
+            parts,
         )?;
         write_json(
             &self.pointer(),

@@ -1,7 +1,9 @@
 //! What a resumable run stores besides the training processes: the measurement state of a
-//! process (sharpness records, warm-start vectors, metric log, loss history), and the column
-//! codecs of the process-layer records that experiments reuse in their [`super::Persist`] impls.
+//! process (its [`Stateful`] parts: sharpness records, warm-start vectors, metric log; and its
+//! loss history), and the column codecs of the process-layer records that experiments reuse in
+//! their [`super::Persist`] impls.
 use super::*;
+use crate::monitor::Monitor;
 
 /// Write a metric log's rows as columns with prefix `p`.
 pub fn put_log(w: &mut TableWriter, p: &str, log: &RunLog) {
@@ -69,8 +71,96 @@ pub fn get_log(t: &TableReader, p: &str) -> Result<RunLog> {
     Ok(log)
 }
 
-/// The measurement state of a process at a step: sharpness records, warm-start vectors, log,
-/// and the process's loss history.
+/// A part of a training process's measurement state (a sharpness tracker, a metric log, a
+/// monitor holding both) that is saved with each checkpoint and restored with it, so the
+/// driver ([`super::drive`]) restores any set of parts, not one fixed triple.
+pub trait Stateful {
+    /// Write this part's columns.
+    fn put_state(&self, w: &mut TableWriter) -> Result<()>;
+    /// Read them back from a table written by [`Stateful::put_state`], tensors on `device`.
+    fn get_state(&mut self, t: &TableReader, device: &Device) -> Result<()>;
+}
+
+impl Stateful for SharpnessTracker {
+    fn put_state(&self, w: &mut TableWriter) -> Result<()> {
+        put_records(w, "rec.", &self.records);
+        if let Some(vs) = &self.vectors {
+            w.meta("vectors", vs.len().to_string());
+            for (i, v) in vs.iter().enumerate() {
+                w.tensor(&format!("vector.{i}"), v)?;
+            }
+        }
+        Ok(())
+    }
+    fn get_state(&mut self, t: &TableReader, device: &Device) -> Result<()> {
+        self.records = get_records(t, "rec.")?;
+        self.vectors = get_vectors(t, device)?;
+        Ok(())
+    }
+}
+
+impl Stateful for RunLog {
+    fn put_state(&self, w: &mut TableWriter) -> Result<()> {
+        put_log(w, "log.", self);
+        Ok(())
+    }
+    fn get_state(&mut self, t: &TableReader, _: &Device) -> Result<()> {
+        *self = get_log(t, "log.")?;
+        Ok(())
+    }
+}
+
+impl Stateful for Monitor {
+    fn put_state(&self, w: &mut TableWriter) -> Result<()> {
+        self.tracker.put_state(w)?;
+        self.log.put_state(w)
+    }
+    fn get_state(&mut self, t: &TableReader, device: &Device) -> Result<()> {
+        self.tracker.get_state(t, device)?;
+        self.log.get_state(t, device)
+    }
+}
+
+/// The warm-start eigenvectors stored by [`SharpnessTracker`]'s [`Stateful::put_state`].
+fn get_vectors(t: &TableReader, device: &Device) -> Result<Option<Vec<Tensor>>> {
+    let Ok(n) = t.meta("vectors") else {
+        return Ok(None);
+    };
+    let n: usize = n
+        .parse()
+        .map_err(|_| Error::data(&t.path, "bad vector count"))?;
+    (0..n)
+        .map(|i| t.tensor(&format!("vector.{i}"), device))
+        .collect::<Result<Vec<_>>>()
+        .map(Some)
+}
+
+/// Write a checkpoint's measurement file: the process's step and loss history, then `parts`.
+pub(super) fn save_parts(
+    path: &Path,
+    step: usize,
+    history: &[StepRecord],
+    parts: &[&mut dyn Stateful],
+) -> Result<()> {
+    let mut w = TableWriter::default();
+    w.meta("step", step.to_string());
+    put_history(&mut w, "hist.", history);
+    for p in parts {
+        p.put_state(&mut w)?;
+    }
+    w.write(path)
+}
+
+/// Read the step of a file written by [`save_parts`].
+pub(super) fn get_step(t: &TableReader) -> Result<usize> {
+    t.meta("step")?
+        .parse()
+        .map_err(|_| Error::data(&t.path, "bad step"))
+}
+
+/// The measurement state of a monitored process at a step, as a checkpoint of a process
+/// measured by a [`Monitor`] holds it: sharpness records, warm-start vectors, log, and the
+/// process's loss history.
 pub struct MonitorState {
     /// Step of the process when saved.
     pub step: usize,
@@ -85,28 +175,6 @@ pub struct MonitorState {
 }
 
 impl MonitorState {
-    /// Save (atomically).
-    pub fn save(
-        path: &Path,
-        step: usize,
-        history: &[StepRecord],
-        tracker: &SharpnessTracker,
-        log: &RunLog,
-    ) -> Result<()> {
-        let mut w = TableWriter::default();
-        w.meta("step", step.to_string());
-        put_history(&mut w, "hist.", history);
-        put_records(&mut w, "rec.", &tracker.records);
-        if let Some(vs) = &tracker.vectors {
-            w.meta("vectors", vs.len().to_string());
-            for (i, v) in vs.iter().enumerate() {
-                w.tensor(&format!("vector.{i}"), v)?;
-            }
-        }
-        put_log(&mut w, "log.", log);
-        w.write(path)
-    }
-
     /// Load, with the eigenvectors on `device`.
     pub fn load(path: &Path, device: &Device) -> Result<MonitorState> {
         MonitorState::from_table(&TableReader::open(path)?, device)
@@ -114,25 +182,9 @@ impl MonitorState {
 
     /// The measurement state in an opened table file, with the eigenvectors on `device`.
     pub fn from_table(t: &TableReader, device: &Device) -> Result<MonitorState> {
-        let path = &t.path;
-        let step: usize = t
-            .meta("step")?
-            .parse()
-            .map_err(|_| Error::data(path, "bad step"))?;
+        let step = get_step(t)?;
         let records = get_records(t, "rec.")?;
-        let vectors = match t.meta("vectors") {
-            Ok(n) => {
-                let n: usize = n
-                    .parse()
-                    .map_err(|_| Error::data(path, "bad vector count"))?;
-                Some(
-                    (0..n)
-                        .map(|i| t.tensor(&format!("vector.{i}"), device))
-                        .collect::<Result<Vec<_>>>()?,
-                )
-            }
-            Err(_) => None,
-        };
+        let vectors = get_vectors(t, device)?;
         Ok(MonitorState {
             step,
             history: get_history(t, "hist.")?,

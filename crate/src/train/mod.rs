@@ -1,7 +1,8 @@
 //! Full-batch gradient descent as a stepping process that observers hook into.
 //!
 //! Each step evaluates the loss and gradient at θ_t, shows the state to every observer (which may
-//! measure sharpness, group metrics, or write a checkpoint of θ_t), then moves to θ_{t+1}.
+//! measure sharpness or group metrics), then moves to θ_{t+1}. The loop around the steps, with
+//! checkpoints and scheduled measurements at the step boundaries, is [`crate::resume::drive`].
 mod observer;
 
 pub use crate::ops::{dot, sq_norm};
