@@ -2,6 +2,8 @@
 #
 #   make reports        execute notebooks/*.ipynb -> reports/ (executed .ipynb, .html, index.html)
 #   make test           cargo test --workspace, then execute every notebook (fails on any error)
+#   make test-slurm     eoslab sweep on a real single-node Slurm (installs slurm + munge from
+#                       Debian's packages when missing; root; about 2 min; see README)
 #   make setup          .venv/ with the pinned nbconvert stack + evcxr_jupyter kernel `rust`
 #   make clean-reports  remove reports/
 #   make clean-notebook-cache   remove the evcxr build dir and :cache (next run compiles cold)
@@ -24,7 +26,8 @@
 #                    the previous invocation in <output dir>/runs; only with unchanged code)
 #   EOSLAB_JOBS      runs side by side in the notebooks (default: the number of cores)
 # Nothing outside the project is written except the cargo-installed evcxr_jupyter binary
-# (~/.cargo/bin) and cargo's own registry cache.
+# (~/.cargo/bin), cargo's own registry cache, and (make test-slurm) Debian's slurm and munge
+# packages and a temporary directory under /tmp.
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -63,7 +66,7 @@ RUN_NOTEBOOKS := $(VPY) $(ROOT)/tests/run_notebooks.py --notebooks-dir $(ROOT)/n
 T0 := t0=$$(date +%s)
 T1 = echo "== $(1): $$(( $$(date +%s) - t0 )) s"
 
-.PHONY: help setup venv kernel reports test test-rust test-notebooks clean-reports \
+.PHONY: help setup venv kernel reports test test-rust test-notebooks test-slurm clean-reports \
         clean-notebook-cache clean-venv
 
 help:
@@ -114,6 +117,9 @@ test:
 
 test-rust:
 	@$(T0); cargo test --workspace $(CARGO_TEST_FLAGS); $(call T1,cargo test --workspace)
+
+test-slurm:
+	@$(T0); bash "$(ROOT)/tests/slurm.sh"; $(call T1,test-slurm)
 
 test-notebooks: setup
 	@$(T0); rc=0; \

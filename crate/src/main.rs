@@ -47,65 +47,60 @@ enum Command {
     /// continues from the last checkpoint and skips completed seeds; a different configuration
     /// in that directory is an error.
     Claim {
-        /// Which claim: eos, tradeoff, alignment or saturation.
-        name: String,
-        /// For tradeoff: `exit` (fork at the edge of stability, cut the rate: claim
-        /// tradeoff), `enter` (fork a stable run at a small rate, raise the rate beyond the
-        /// state's threshold: claim tradeoff-enter) or `both` (the two, and claim
-        /// tradeoff-consistent on them).
-        #[arg(long, default_value = "exit")]
-        design: String,
-        /// `cifar10-subset` (the shipped CIFAR-10 1 vs 9 subset at CPU scale: what the
-        /// notebooks run), `digits` (the shipped UCI digits: seconds, for tests) or
-        /// `paper-cifar10` (all of CIFAR-10 1 vs 9, MLP 3072-512-512-2, η = 0.01: for a GPU;
-        /// needs --data-dir).
-        #[arg(long, default_value = "cifar10-subset")]
-        preset: String,
-        /// Directory with CIFAR-10's binary batches (data_batch_1.bin … test_batch.bin).
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
-        /// Number of seeds (default: the preset's).
-        #[arg(long)]
-        seeds: Option<usize>,
+        #[command(flatten)]
+        args: ClaimArgs,
         /// Output directory for the run record (and its checkpoints).
         #[arg(long)]
         out: Option<PathBuf>,
-        /// Your data instead of the shipped digits: a CSV (label in the last column), a
-        /// safetensors file (`x` [n, d], `y` [n]), or MNIST IDX files (their directory, or the
-        /// `*-images-idx3-ubyte[.gz]` file with its labels file beside it).
-        #[arg(long)]
-        data: Option<PathBuf>,
-        /// Classes to keep, e.g. `3,8` (relabelled 0..k in this order).
-        #[arg(long, value_delimiter = ',')]
-        classes: Option<Vec<u32>>,
-        /// `cpu` or `cuda:N` (needs a build with `--features cuda`).
-        #[arg(long)]
-        device: Option<String>,
-        /// `f32` or `f64` (default: the preset's, f32).
-        #[arg(long)]
-        dtype: Option<String>,
-        /// Cap on baseline steps (branching claims) or run length (eos), instead of the preset's.
-        #[arg(long)]
-        steps: Option<usize>,
         /// Stop after this many gradient steps (exit status 3); rerun to resume.
         #[arg(long)]
         step_budget: Option<usize>,
-        /// Checkpoint every this many steps (with --out).
-        #[arg(long, default_value_t = 512)]
-        checkpoint_every: usize,
-        /// Effective time each branch runs after the fork (branching claims), instead of the
-        /// preset's (short runs, for tests).
-        #[arg(long)]
-        horizon: Option<f64>,
         /// Seeds run side by side, one core each (default: EOSLAB_JOBS or 1); results do not
         /// depend on it.
         #[arg(long)]
         jobs: Option<usize>,
-        /// Override any field of the experiment's configuration, e.g. `--set run.lr=0.02
-        /// --set groups.per_class=10` (a JSON value, or a plain string); repeatable, applied
-        /// after the other options. The run directory's `config.json` shows every field.
-        #[arg(long = "set", value_name = "PATH=VALUE")]
-        set: Vec<String>,
+    },
+    /// Write a sweep of a claim over seeds and settings: one task per (point, seed) with its
+    /// exact options, and a Slurm batch script for a job array (`sweep.sbatch`). With
+    /// --submit the unfinished tasks go to `sbatch`; with --local they run here, -j at a time.
+    /// Both run `eoslab task`; `eoslab collect` gathers the verdicts.
+    Sweep {
+        #[command(flatten)]
+        args: ClaimArgs,
+        /// The sweep directory (rerunning with the same arguments reuses it).
+        #[arg(long)]
+        out: PathBuf,
+        /// An axis besides the seeds: `PATH=V1,V2,…` with PATH any configuration field or
+        /// m (design.m), lr (run.lr), loss (run.loss), per_class (groups.per_class); repeatable
+        /// (the sweep is their product).
+        #[arg(long = "axis", value_name = "PATH=VALUES")]
+        axes: Vec<String>,
+        /// Submit the unfinished tasks with sbatch.
+        #[arg(long, conflicts_with = "local")]
+        submit: bool,
+        /// Run the unfinished tasks on this machine as separate processes.
+        #[arg(long)]
+        local: bool,
+        /// With --local: tasks at once.
+        #[arg(short = 'j', long = "jobs", default_value_t = 1)]
+        jobs: usize,
+        #[command(flatten)]
+        slurm: eoslab::cli::sweep::SlurmOptions,
+    },
+    /// Run task INDEX of a sweep (what each Slurm array task and each --local process runs):
+    /// a finished task is skipped, an interrupted one resumes from its last checkpoint.
+    Task {
+        /// The sweep directory.
+        dir: PathBuf,
+        /// The task's index (`$SLURM_ARRAY_TASK_ID`).
+        index: usize,
+    },
+    /// Gather a sweep's finished tasks: print each point's verdicts and JSON (as `claim` prints
+    /// them for the same configuration), report unfinished tasks with their log's last line,
+    /// and write `collect/summary.{parquet,csv}` and the effects figures.
+    Collect {
+        /// The sweep directory.
+        dir: PathBuf,
     },
     /// Run a configuration again: a run directory's `config.json` (eos or branching), with
     /// `--set` overrides; prints the verdict of its criterion (eos, or tradeoff /
@@ -192,6 +187,84 @@ enum Command {
     },
 }
 
+/// The options of a claim's run, shared by `claim` and `sweep`.
+#[derive(clap::Args)]
+struct ClaimArgs {
+    /// Which claim: eos, tradeoff, alignment or saturation.
+    name: String,
+    /// For tradeoff: `exit` (fork at the edge of stability, cut the rate: claim
+    /// tradeoff), `enter` (fork a stable run at a small rate, raise the rate beyond the
+    /// state's threshold: claim tradeoff-enter) or `both` (the two, and claim
+    /// tradeoff-consistent on them).
+    #[arg(long, default_value = "exit")]
+    design: String,
+    /// `cifar10-subset` (the shipped CIFAR-10 1 vs 9 subset at CPU scale: what the
+    /// notebooks run), `digits` (the shipped UCI digits: seconds, for tests) or
+    /// `paper-cifar10` (all of CIFAR-10 1 vs 9, MLP 3072-512-512-2, η = 0.01: for a GPU;
+    /// needs --data-dir).
+    #[arg(long, default_value = "cifar10-subset")]
+    preset: String,
+    /// Directory with CIFAR-10's binary batches (data_batch_1.bin … test_batch.bin).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Number of seeds (default: the preset's).
+    #[arg(long)]
+    seeds: Option<usize>,
+    /// Your data instead of the shipped digits: a CSV (label in the last column), a
+    /// safetensors file (`x` [n, d], `y` [n]), or MNIST IDX files (their directory, or the
+    /// `*-images-idx3-ubyte[.gz]` file with its labels file beside it).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Classes to keep, e.g. `3,8` (relabelled 0..k in this order).
+    #[arg(long, value_delimiter = ',')]
+    classes: Option<Vec<u32>>,
+    /// `cpu` or `cuda:N` (needs a build with `--features cuda`).
+    #[arg(long)]
+    device: Option<String>,
+    /// `f32` or `f64` (default: the preset's, f32).
+    #[arg(long)]
+    dtype: Option<String>,
+    /// Cap on baseline steps (branching claims) or run length (eos), instead of the preset's.
+    #[arg(long)]
+    steps: Option<usize>,
+    /// Checkpoint every this many steps (with --out).
+    #[arg(long, default_value_t = 512)]
+    checkpoint_every: usize,
+    /// Effective time each branch runs after the fork (branching claims), instead of the
+    /// preset's (short runs, for tests).
+    #[arg(long)]
+    horizon: Option<f64>,
+    /// Override any field of the experiment's configuration, e.g. `--set run.lr=0.02
+    /// --set groups.per_class=10` (a JSON value, or a plain string); repeatable, applied
+    /// after the other options. The run directory's `config.json` shows every field.
+    #[arg(long = "set", value_name = "PATH=VALUE")]
+    set: Vec<String>,
+}
+
+impl ClaimArgs {
+    /// The claim's name and its options.
+    fn options(self) -> (String, eoslab::cli::ClaimOptions) {
+        let o = eoslab::cli::ClaimOptions {
+            preset: Some(self.preset),
+            data_dir: self.data_dir,
+            seeds: self.seeds,
+            data: eoslab::cli::DataChoice {
+                path: self.data,
+                classes: self.classes,
+            },
+            device: self.device,
+            dtype: self.dtype,
+            steps: self.steps,
+            checkpoint_every: Some(self.checkpoint_every),
+            horizon: self.horizon,
+            design: Some(self.design),
+            set: self.set,
+            ..Default::default()
+        };
+        (self.name, o)
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
@@ -215,6 +288,72 @@ fn set_jobs(jobs: Option<usize>) {
     }
 }
 
+/// `eoslab sweep`: write the sweep, then submit it, run it here, or say how to.
+fn sweep(
+    name: &str,
+    opts: &eoslab::cli::ClaimOptions,
+    axes: Vec<eoslab::cli::sweep::Axis>,
+    slurm: eoslab::cli::sweep::SlurmOptions,
+    out: &std::path::Path,
+    (submit, local, jobs): (bool, bool, usize),
+) -> Result<()> {
+    use eoslab::cli::sweep::Sweep;
+    let exe = std::env::current_exe().map_err(|e| eoslab::Error::io("eoslab", e))?;
+    let s = Sweep::plan(name, opts, axes, slurm)?;
+    s.write(out, &exe)?;
+    let todo = s.unfinished(out).len();
+    eprintln!(
+        "[sweep] {}: {} tasks ({todo} unfinished), script {}",
+        out.display(),
+        s.tasks.len(),
+        out.join("sweep.sbatch").display()
+    );
+    if submit {
+        match eoslab::cli::sweep::submit(out)? {
+            Some(id) => eprintln!("[sweep] submitted job array {id}"),
+            None => eprintln!(
+                "[sweep] every task has finished: eoslab collect {}",
+                out.display()
+            ),
+        }
+    } else if local {
+        eoslab::cli::sweep::run_local(out, &exe, jobs)?;
+    } else {
+        eprintln!("[sweep] submit with --submit, or run here with --local -j N");
+    }
+    Ok(())
+}
+
+/// `eoslab collect`: print every complete point's verdicts; an error if any task is unfinished.
+fn collect(dir: &std::path::Path) -> Result<()> {
+    let c = eoslab::cli::collect::collect(dir)?;
+    let axes = c.points.first().is_some_and(|p| !p.point.is_empty());
+    for p in &c.points {
+        if axes {
+            println!(
+                "# point {}",
+                eoslab::cli::sweep::point_sets(&p.point).join(" ")
+            );
+        }
+        eoslab::cli::print_verdicts(&p.verdicts);
+    }
+    if c.incomplete.is_empty() {
+        return Ok(());
+    }
+    for (i, status, last) in &c.incomplete {
+        let what = match status {
+            eoslab::cli::sweep::Status::Failed(e) => format!("failed: {e}"),
+            _ => "not finished".into(),
+        };
+        eprintln!("[collect] task {i}: {what}; log: {last}");
+    }
+    Err(eoslab::Error::Config(format!(
+        "{} task(s) unfinished in {}; finish them (rerun `eoslab sweep` with --submit or          --local: finished tasks are skipped), then collect again",
+        c.incomplete.len(),
+        dir.display()
+    )))
+}
+
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Sharpness {
@@ -232,46 +371,43 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Claim {
-            name,
-            design,
-            preset,
-            data_dir,
-            seeds,
+            args,
             out,
-            data,
-            classes,
-            device,
-            dtype,
-            steps,
             step_budget,
-            checkpoint_every,
-            horizon,
             jobs,
-            set,
         } => {
             set_jobs(jobs);
+            let (name, opts) = args.options();
             eoslab::cli::claim_with(
                 &name,
                 &eoslab::cli::ClaimOptions {
-                    preset: Some(preset),
-                    data_dir,
-                    seeds,
                     out,
-                    data: eoslab::cli::DataChoice {
-                        path: data,
-                        classes,
-                    },
-                    device,
-                    dtype,
-                    steps,
                     step_budget,
-                    checkpoint_every: Some(checkpoint_every),
-                    horizon,
-                    design: Some(design),
-                    set,
+                    ..opts
                 },
             )
         }
+        Command::Sweep {
+            args,
+            out,
+            axes,
+            submit,
+            local,
+            jobs,
+            slurm,
+        } => {
+            let (name, opts) = args.options();
+            let axes = axes
+                .iter()
+                .map(|a| a.parse())
+                .collect::<Result<Vec<eoslab::cli::sweep::Axis>>>()?;
+            sweep(&name, &opts, axes, slurm, &out, (submit, local, jobs))
+        }
+        Command::Task { dir, index } => {
+            eoslab::cli::print_verdicts(&eoslab::cli::sweep::run_task(&dir, index)?);
+            Ok(())
+        }
+        Command::Collect { dir } => collect(&dir),
         Command::Run {
             config,
             out,

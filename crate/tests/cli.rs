@@ -257,3 +257,77 @@ fn run_reruns_a_run_directory_and_set_overrides_fields() {
     assert!(e.contains("config.json"), "{e}");
     assert!(!tmp.path().join("d").exists());
 }
+
+/// `eoslab sweep --local` runs a claim's seeds as separate task processes; `eoslab collect`
+/// then prints exactly what the single-process `eoslab claim` prints, from the same per-seed
+/// results; a finished sweep is not run again, and an unfinished one is named by collect.
+#[test]
+fn a_local_sweep_collects_to_the_single_process_claim() {
+    use std::process::Command;
+    let bin = env!("CARGO_BIN_EXE_eoslab");
+    let tmp = tempfile::tempdir().unwrap();
+    let claim = [
+        "tradeoff",
+        "--preset",
+        "digits",
+        "--seeds",
+        "2",
+        "--horizon",
+        "1",
+    ];
+    let run = |args: &[&str], dir: &std::path::Path| {
+        let o = Command::new(bin)
+            .args(args)
+            .arg(dir)
+            .env_remove("EOSLAB_JOBS")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        (
+            o.status.success(),
+            String::from_utf8(o.stdout).unwrap(),
+            err,
+        )
+    };
+    let single = tmp.path().join("single");
+    // Seeds side by side, each on one core: the bits of the sweep's one-core tasks.
+    let single_args = [&["claim"], &claim[..], &["--jobs", "2", "--out"]].concat();
+    let (ok, want, err) = run(&single_args, &single);
+    assert!(ok, "{err}");
+    let sw = tmp.path().join("sweep");
+    let sweep = [&["sweep"], &claim[..], &["-j", "2", "--out"]].concat();
+    // Without --submit or --local the sweep is only written; collect names what is missing.
+    let (ok, _, err) = run(&sweep, &sw);
+    assert!(ok && err.contains("2 tasks (2 unfinished)"), "{err}");
+    let (ok, _, err) = run(&["collect"], &sw);
+    assert!(!ok && err.contains("task 1: not finished"), "{err}");
+    let (ok, _, err) = run(
+        &[&sweep[..sweep.len() - 1], &["--local", "--out"]].concat(),
+        &sw,
+    );
+    assert!(ok && err.contains("[sweep] task 1: finished"), "{err}");
+    let (ok, got, err) = run(&["collect"], &sw);
+    assert!(ok, "{err}");
+    assert_eq!(got, want, "collect prints what eoslab claim prints");
+    for s in 0..2 {
+        let p = format!("tradeoff/seed-{s}/result.safetensors");
+        assert_eq!(
+            std::fs::read(single.join(&p)).unwrap(),
+            std::fs::read(sw.join("collect/all").join(&p)).unwrap(),
+            "seed {s}"
+        );
+    }
+    assert!(sw.join("collect/summary.parquet").exists());
+    let (ok, _, err) = run(
+        &[&sweep[..sweep.len() - 1], &["--local", "--out"]].concat(),
+        &sw,
+    );
+    assert!(
+        ok && err.contains("0 unfinished") && !err.contains("[sweep] task"),
+        "{err}"
+    );
+    // Another sweep in the same directory is refused.
+    let other = [&["sweep"], &claim[..], &["--set", "horizon=2", "--out"]].concat();
+    let (ok, _, err) = run(&other, &sw);
+    assert!(!ok && err.contains("holds another sweep"), "{err}");
+}

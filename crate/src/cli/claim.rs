@@ -21,14 +21,20 @@ pub fn claim(
 
 /// [`claim`] with every option of `eoslab claim`.
 pub fn claim_with(name: &str, opts: &ClaimOptions) -> Result<()> {
-    for verdict in run_claims_with(name, opts)? {
+    print_verdicts(&run_claims_with(name, opts)?);
+    Ok(())
+}
+
+/// Print verdicts as `eoslab claim` does: each claim line with its checks, then its numbers
+/// as pretty JSON.
+pub fn print_verdicts(verdicts: &[Verdict]) {
+    for verdict in verdicts {
         println!("{verdict}");
         println!(
             "{}",
             serde_json::to_string_pretty(&verdict.numbers).expect("json")
         );
     }
-    Ok(())
 }
 
 /// Run claim `name` (its preset, on `data`) and return its verdict.

@@ -1,10 +1,14 @@
 //! The command line's actions, as library functions (so they are tested like the rest); the
 //! claims' options and runs are in [`claim`].
 mod claim;
+pub mod collect;
 mod rerun;
+pub mod sweep;
 
 pub use crate::experiment::options::{ClaimOptions, DESIGNS, DataChoice, PRESETS};
-pub use claim::{claim, claim_with, resolve, run_claim, run_claim_with, run_claims_with};
+pub use claim::{
+    claim, claim_with, print_verdicts, resolve, run_claim, run_claim_with, run_claims_with,
+};
 pub use rerun::{Experiment, read as read_config, rerun};
 
 use crate::checkpoint::{Checkpoint, parse_dtype};

@@ -5,10 +5,12 @@ use crate::config::DeviceSpec;
 use crate::eos::EosConfig;
 use crate::resume::ResumeOptions;
 use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 /// Where a claim's examples come from when not the shipped digits.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct DataChoice {
     /// A CSV (label in the last column) or safetensors (`x`, `y`) file, or MNIST IDX files
     /// (their directory or the images file).
@@ -70,8 +72,10 @@ pub const PRESETS: [&str; 3] = [
     crate::experiment::paper::NAME,
 ];
 
-/// Everything `eoslab claim` takes besides the claim's name.
-#[derive(Clone, Debug, Default)]
+/// Everything `eoslab claim` takes besides the claim's name (a sweep's tasks store theirs as
+/// JSON).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ClaimOptions {
     /// `digits` (default: the shipped data, CPU scale) or `paper-cifar10`.
     pub preset: Option<String>,

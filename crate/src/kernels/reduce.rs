@@ -48,14 +48,24 @@ fn dot_cpu<T: WithDType>(a: &Tensor, b: &Tensor) -> Result<f64> {
     // The same tensor twice (a squared norm): read its storage once.
     let same = a.id() == b.id();
     let total = |x: &[T], y: &[T]| {
-        if parallel(x.len()) {
+        if x.len() < 2 * PAR_MIN {
+            return slice_dot(x, y);
+        }
+        // Fixed chunks, their sums added in order: the same bits on any number of threads
+        // (rayon's own `sum` splits by thread, which made a run's gradient norms depend on
+        // how many threads it had).
+        let parts: Vec<f64> = if parallel(x.len()) {
             x.par_chunks(PAR_MIN)
                 .zip(y.par_chunks(PAR_MIN))
                 .map(|(x, y)| slice_dot(x, y))
-                .sum()
+                .collect()
         } else {
-            slice_dot(x, y)
-        }
+            x.chunks(PAR_MIN)
+                .zip(y.chunks(PAR_MIN))
+                .map(|(x, y)| slice_dot(x, y))
+                .collect()
+        };
+        parts.iter().sum()
     };
     Ok(if same {
         with_slices!(T, [a], total(a, a))
@@ -81,4 +91,37 @@ fn axpy_cpu<T: WithDType>(x: &Tensor, c: f64, y: &Tensor) -> Result<Tensor> {
     let c = T::from_f64(c);
     let out = with_slices!(T, [x, y], map2(x, y, |a, b| a + c * b));
     wrap(out, &shape)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_dot_has_the_same_bits_on_any_number_of_threads() {
+        let mut rng = crate::rng::Rng::new(3);
+        let n = 5 * PAR_MIN + 77;
+        let a = Tensor::from_vec(rng.normals(n), n, &Device::Cpu).unwrap();
+        let b = Tensor::from_vec(rng.normals(n), n, &Device::Cpu).unwrap();
+        let on = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| (dot(&a, &b).unwrap(), dot(&a, &a).unwrap()))
+        };
+        let one = on(1);
+        for t in [2, 3, 4] {
+            let (x, y) = on(t);
+            assert_eq!(
+                (x.to_bits(), y.to_bits()),
+                (one.0.to_bits(), one.1.to_bits()),
+                "{t}"
+            );
+        }
+        // And the value is the dot product (against a plain f64 sum).
+        let (av, bv) = (a.to_vec1::<f64>().unwrap(), b.to_vec1::<f64>().unwrap());
+        let plain: f64 = av.iter().zip(&bv).map(|(p, q)| p * q).sum();
+        assert!((one.0 - plain).abs() <= 1e-10 * plain.abs().max(1.0));
+    }
 }
