@@ -16,19 +16,52 @@ pub fn apply<T: Serialize + DeserializeOwned + Clone>(config: &T, sets: &[String
         return Ok(config.clone());
     }
     let mut v = serde_json::to_value(config).map_err(|e| Error::Config(e.to_string()))?;
+    let mut added = Vec::new();
     for s in sets {
-        apply_one(&mut v, s)?;
+        added.extend(set_value(&mut v, s)?);
     }
-    serde_json::from_value(v).map_err(|e| {
+    let out: T = serde_json::from_value(v).map_err(|e| {
         Error::Config(format!(
             "--set {}: the configuration no longer fits its type: {e}",
             sets.join(" --set ")
         ))
-    })
+    })?;
+    // A field the JSON form leaves out at its default (`skip_serializing_if`) could only be
+    // added: it is one of the type's fields if it survives the round trip through the type. (A
+    // misspelt field set to a value that is also a default, such as null, cannot be told apart
+    // from a real one and changes nothing.)
+    if !added.is_empty() {
+        let back = serde_json::to_value(&out).map_err(|e| Error::Config(e.to_string()))?;
+        for a in added {
+            if a.value != Value::Null && back.pointer(&a.pointer).is_none() {
+                return Err(a.error);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A field that `--set` added because the JSON form had none.
+struct Added {
+    /// JSON pointer of the field.
+    pointer: String,
+    /// The value set.
+    value: Value,
+    /// The error to report if the type does not know the field.
+    error: Error,
 }
 
 /// Apply one `path=value` to a JSON value.
 pub fn apply_one(v: &mut Value, set: &str) -> Result<()> {
+    match set_value(v, set)? {
+        Some(a) => Err(a.error),
+        None => Ok(()),
+    }
+}
+
+/// Apply one `path=value`; a last key missing from its object is added and returned for the
+/// round-trip check.
+fn set_value(v: &mut Value, set: &str) -> Result<Option<Added>> {
     let (path, raw) = set.split_once('=').ok_or_else(|| {
         Error::Config(format!(
             "--set {set:?}: expected path.to.field=value (e.g. run.lr=0.01)"
@@ -42,9 +75,10 @@ pub fn apply_one(v: &mut Value, set: &str) -> Result<()> {
     }
     let new: Value =
         serde_json::from_str(raw.trim()).unwrap_or_else(|_| Value::String(raw.to_string()));
+    let keys: Vec<&str> = path.split('.').collect();
     let mut here = v;
     let mut walked = String::new();
-    for key in path.split('.') {
+    for (i, key) in keys.iter().copied().enumerate() {
         let at = if walked.is_empty() {
             "the top level".to_string()
         } else {
@@ -52,13 +86,29 @@ pub fn apply_one(v: &mut Value, set: &str) -> Result<()> {
         };
         here = match here {
             Value::Object(m) => {
-                let keys: Vec<String> = m.keys().cloned().collect();
-                m.get_mut(key).ok_or_else(|| {
-                    Error::Config(format!(
-                        "--set {path}: no field {key:?} at {at} (fields: {})",
-                        keys.join(", ")
-                    ))
-                })?
+                let fields: Vec<String> = m.keys().cloned().collect();
+                let missing = format!(
+                    "--set {path}: no field {key:?} at {at} (fields: {})",
+                    fields.join(", ")
+                );
+                if !m.contains_key(key) {
+                    if i + 1 < keys.len() {
+                        return Err(Error::Config(format!(
+                            "{missing} (a field left out at its default is set whole: --set \
+                             {}={{...}})",
+                            keys[..=i].join(".")
+                        )));
+                    }
+                    let error = Error::Config(missing);
+                    m.insert(key.to_string(), new.clone());
+                    let pointer = keys.iter().map(|k| format!("/{k}")).collect::<String>();
+                    return Ok(Some(Added {
+                        pointer,
+                        value: new,
+                        error,
+                    }));
+                }
+                m.get_mut(key).expect("checked")
             }
             Value::Array(a) => {
                 let n = a.len();
@@ -83,7 +133,7 @@ pub fn apply_one(v: &mut Value, set: &str) -> Result<()> {
         walked.push_str(key);
     }
     *here = new;
-    Ok(())
+    Ok(None)
 }
 
 #[cfg(test)]
@@ -103,6 +153,14 @@ mod tests {
     struct Outer {
         run: Inner,
         seeds: Vec<u64>,
+        /// Left out of the JSON while `None` (as `SharpnessConfig::track_above`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        extra: Option<Extra>,
+    }
+
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    struct Extra {
+        c: f64,
     }
 
     fn outer() -> Outer {
@@ -114,6 +172,7 @@ mod tests {
                 chunk: None,
             },
             seeds: vec![0, 1],
+            extra: None,
         }
     }
 
@@ -134,6 +193,26 @@ mod tests {
         assert_eq!(o.run.chunk, Some(128));
         assert_eq!(o.seeds, vec![0, 1, 2]);
         assert_eq!(apply(&outer(), &[]).unwrap(), outer());
+    }
+
+    #[test]
+    fn fields_left_out_at_their_default_can_be_set_and_misspellings_still_fail() {
+        let o = apply(&outer(), &[r#"extra={"c": 1.5}"#.to_string()]).unwrap();
+        assert_eq!(o.extra, Some(Extra { c: 1.5 }));
+        let o = apply(&o, &["extra.c=2".to_string()]).unwrap();
+        assert_eq!(o.extra, Some(Extra { c: 2.0 }));
+        assert_eq!(apply(&o, &["extra=null".to_string()]).unwrap().extra, None);
+        let e = apply(&outer(), &[r#"extraa={"c": 1.5}"#.to_string()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no field \"extraa\" at the top level"), "{e}");
+        let e = apply(&outer(), &["run.lrr=0.1".to_string()]).unwrap_err();
+        assert!(e.to_string().contains("no field \"lrr\" at run"), "{e}");
+        let e = apply(&outer(), &["extra.c=1".to_string()]).unwrap_err();
+        assert!(
+            e.to_string().contains("set whole: --set extra={...}"),
+            "{e}"
+        );
     }
 
     #[test]
