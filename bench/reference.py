@@ -17,24 +17,38 @@ Primitives (see crate/examples/bench.rs for the eoslab side):
            steps: graph, warm-started eigsh, then for the training set (value and gradient
            from the graph) and each group (a value-and-gradient pass): an accuracy forward
            pass, ‖g‖, cos², gᵀHg
+  trace    graph, then Hutch++ on H with `products` HVPs (Meyer et al. 2021, as PyHessian's and
+           curvlinops' estimators: a third for the sketch Q = qr(H S), a third for tr QᵀHQ,
+           a third for Hutchinson on the deflated rest)
+  density  graph, then stochastic Lanczos quadrature on H (PyHessian's density): `probes`
+           Rademacher probes of `steps` Lanczos steps, full reorthogonalisation in float64
+  ggn_eig  the top `k` eigenvalues of the Gauss-Newton matrix G = Jᵀ ∇²ℓ J by eigsh on GGN
+           products: J v forward-mode (torch.func.linearize in f32, the primal pass traced once;
+           torch.func.jvp in f64, where tracing is slow) and Jᵀ w by torch.func.vjp, the
+           setup inside the timing
 """
 import json
 import math
 import os
 import sys
 import time
+import warnings
 
 import numpy as np
 import torch
 from safetensors.numpy import load_file
 from scipy.sparse.linalg import LinearOperator, eigsh
 
+# torch.func.linearize traces through torch.fx, which warns about internals on every call.
+warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.")
+warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.")
+
 THREADS = int(os.environ.get("BENCH_THREADS", "2"))
 torch.set_num_threads(THREADS)
 torch.set_num_interop_threads(1)
 
 
-def mse(out, onehot):
+def mse_loss(out, onehot):
     # eoslab's paper convention: per-example sum over outputs, mean over examples (no 1/2).
     return (out - onehot).pow(2).sum(1).mean()
 
@@ -74,7 +88,7 @@ class Case:
         self.params = [p for _, p in self.net.named_parameters()]
         self.theta0 = [p.detach().clone() for p in self.params]
         self.v0 = [torch.from_numpy(params["v0." + n]).to(dtype) for n in self.names]
-        self.loss_fn = {"mse": mse, "ce": cross_entropy}[meta["loss"]]
+        self.loss_fn = {"mse": mse_loss, "ce": cross_entropy}[meta["loss"]]
         self.lr = meta["lr"]
 
     def reset(self):
@@ -119,6 +133,96 @@ class Case:
         op = LinearOperator((p, p), matvec=matvec, dtype=npdt)
         vals, vecs = eigsh(op, k=1, which="LA", v0=v0.numpy(), tol=self.meta["tol"])
         return float(vals[0]), torch.from_numpy(np.ascontiguousarray(vecs[:, 0])), count[0]
+
+    def hvp_flat(self, grads, v):
+        return self.flat(self.hvp(grads, self.unflat(v.to(self.dtype)))).double()
+
+    def rademacher(self, n, gen):
+        return torch.randint(0, 2, (n,), generator=gen, dtype=torch.float64).mul_(2).sub_(1)
+
+    def hutchpp(self, grads, products):
+        p = sum(q.numel() for q in self.params)
+        third = products // 3
+        gen = torch.Generator().manual_seed(0)
+        s = torch.stack([self.rademacher(p, gen) for _ in range(third)], 1)
+        y = torch.stack([self.hvp_flat(grads, s[:, j]) for j in range(third)], 1)
+        q, _ = torch.linalg.qr(y)
+        exact = sum(float(q[:, j] @ self.hvp_flat(grads, q[:, j])) for j in range(third))
+        terms = []
+        for _ in range(third):
+            g = self.rademacher(p, gen)
+            g = g - q @ (q.T @ g)
+            terms.append(float(g @ self.hvp_flat(grads, g)))
+        t = torch.tensor(terms, dtype=torch.float64)
+        return exact + float(t.mean()), float(t.std() / math.sqrt(len(terms))), 3 * third
+
+    def slq(self, grads, probes, steps):
+        p = sum(q.numel() for q in self.params)
+        gen = torch.Generator().manual_seed(0)
+        tops, used = [], 0
+        for _ in range(probes):
+            q = self.rademacher(p, gen) / math.sqrt(p)
+            basis, alpha, beta = [], [], []
+            for j in range(steps):
+                w = self.hvp_flat(grads, q)
+                used += 1
+                alpha.append(float(w @ q))
+                basis.append(q)
+                b = torch.stack(basis, 1)
+                w = w - b @ (b.T @ w)
+                w = w - b @ (b.T @ w)
+                nb = float(w.norm())
+                if j + 1 == steps or nb <= 1e-10 * max(abs(a) for a in alpha):
+                    break
+                beta.append(nb)
+                q = w / nb
+            t = torch.diag(torch.tensor(alpha, dtype=torch.float64))
+            if beta:
+                off = torch.tensor(beta, dtype=torch.float64)
+                t += torch.diag(off, 1) + torch.diag(off, -1)
+            nodes, vecs = torch.linalg.eigh(t)
+            weights = vecs[0] ** 2  # the quadrature rule (nodes, weights) of this probe
+            tops.append(float(nodes[-1]))
+        return max(tops), used
+
+    def ggn_top(self, k, tol):
+        names = [n for n, _ in self.net.named_parameters()]
+        primals = tuple(p.detach() for p in self.params)
+        n = self.x.shape[0]
+
+        def f(*ps):
+            return torch.func.functional_call(self.net, dict(zip(names, ps)), (self.x,))
+
+        # J v: in f32, torch.func.linearize (the primal pass traced once, then 0.13 s a product
+        # at paper size against 0.33 s for torch.func.jvp, for 1.5 s of tracing); in f64 its
+        # tracing took 37 s at paper size, so f64 uses torch.func.jvp (0.75 s a product).
+        out, vjp_fn = torch.func.vjp(f, *primals)
+        if self.dtype == torch.float32:
+            _, jvp_fn = torch.func.linearize(f, *primals)
+        else:
+            def jvp_fn(*tangents):
+                return torch.func.jvp(f, primals, tangents)[1]
+        mse = self.loss_fn is mse_loss
+        prob = None if mse else torch.softmax(out.detach(), 1)
+        count = [0]
+        npdt = np.float32 if self.dtype == torch.float32 else np.float64
+
+        def matvec(v):
+            count[0] += 1
+            t = torch.from_numpy(np.ascontiguousarray(v.reshape(-1), dtype=npdt))
+            jv = jvp_fn(*self.unflat(t))
+            if mse:
+                w = jv * (2.0 / n)
+            else:
+                pj = prob * jv
+                w = (pj - prob * pj.sum(1, keepdim=True)) / n
+            return self.flat(vjp_fn(w)).numpy()
+
+        p = sum(q.numel() for q in self.params)
+        op = LinearOperator((p, p), matvec=matvec, dtype=npdt)
+        v0 = np.ones(p, dtype=npdt) / math.sqrt(p)
+        vals = eigsh(op, k=k, which="LA", v0=v0, tol=tol, return_eigenvectors=False)
+        return sorted((float(x) for x in vals), reverse=True), count[0]
 
     def gd_step(self):
         loss, grads = self.value_and_grad(self.x, self.onehot)
@@ -228,6 +332,23 @@ class Case:
                         p.sub_(g, alpha=self.lr)
             s = time.perf_counter() - t
             return s, {"final_loss": loss, "lambdas": lams, "matvecs": mvs}
+        if prim == "trace":
+            t = time.perf_counter()
+            _, grads = self.graph()
+            tr, se, used = self.hutchpp(grads, req["products"])
+            s = time.perf_counter() - t
+            return s, {"trace": tr, "std_error": se, "products": used}
+        if prim == "density":
+            t = time.perf_counter()
+            _, grads = self.graph()
+            top, used = self.slq(grads, req["probes"], req["steps"])
+            s = time.perf_counter() - t
+            return s, {"top_node": top, "products": used}
+        if prim == "ggn_eig":
+            t = time.perf_counter()
+            vals, mv = self.ggn_top(req["k"], self.meta["tol"])
+            s = time.perf_counter() - t
+            return s, {"eigenvalues": vals, "matvecs": mv}
         raise ValueError(f"unknown primitive {prim!r}")
 
 

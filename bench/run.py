@@ -3,7 +3,8 @@ the PyTorch reference (bench/reference.py), alternating the two, and print media
 the ratio eoslab / PyTorch as a table. Not a test; needs the bench venv (`make bench-venv`).
 
     python bench/run.py [--quick] [--threads 2] [--sizes paper,cifar,digits] [--dtypes f32,f64]
-                        [--prims gd_step,graph,hvp,eig,groups,run] [--reps N] [--batch 10]
+                        [--prims gd_step,graph,hvp,eig,groups,run,trace,density,ggn_eig]
+                        [--reps N] [--batch 10]
                         [--calibrate 1,2 | --calibrate none] [--dir target/bench]
 
 First the GEMM calibration (`--calibrate`, thread counts): the exact matrix products of one GD
@@ -23,6 +24,7 @@ after one untimed call, as a run calls them; the paper-size ones (seconds) once 
 import argparse
 import datetime
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -30,7 +32,13 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PRIMS = ["gd_step", "graph", "hvp", "eig", "groups", "run"]
+PRIMS = ["gd_step", "graph", "hvp", "eig", "groups", "run", "trace", "density", "ggn_eig"]
+# The curvature toolkit's settings, sent to both sides with every request: Hutch++ with 30
+# products, SLQ with 2 probes of 30 Lanczos steps, the top 5 eigenvalues of G.
+PRIM_ARGS = {"trace": {"products": 30}, "density": {"probes": 2, "steps": 30}, "ggn_eig": {"k": 5}}
+# Primitives made of many products: timed once per repetition (no batch), and at paper size
+# without a warm-up.
+SOLVES = ("eig", "run", "trace", "density", "ggn_eig")
 SIZES = ["paper", "cifar", "digits"]
 # CBLAS libraries of the calibration: (name, path, extra environment). Debian's OpenBLAS 0.3.21
 # takes recent Xeons for a "Prescott" (SSE3: 12-17 GFLOP/s a core where the others reach
@@ -61,11 +69,16 @@ LABELS = {
     "eig": "λ_max to tol",
     "groups": "group metrics round",
     "run": "run",
+    "trace": "trace (Hutch++, 30)",
+    "density": "density (SLQ, 2×30)",
+    "ggn_eig": "GGN top-5 to tol",
 }
 # Repetitions per primitive (full / --quick); the expensive paper-scale ones get fewer.
-REPS = {"gemm_shapes": 5, "tanh": 7, "gemm": 7, "gd_step": 7, "graph": 7, "hvp": 7, "eig": 3, "groups": 5, "run": 3}
-REPS_PAPER = {"eig": 3, "run": 1}
-QUICK_REPS = {"gemm_shapes": 3, "tanh": 3, "gemm": 3, "gd_step": 3, "graph": 3, "hvp": 3, "eig": 1, "groups": 2, "run": 1}
+REPS = {"gemm_shapes": 5, "tanh": 7, "gemm": 7, "gd_step": 7, "graph": 7, "hvp": 7, "eig": 3, "groups": 5, "run": 3,
+        "trace": 5, "density": 5, "ggn_eig": 3}
+REPS_PAPER = {"eig": 3, "run": 1, "trace": 3, "density": 3, "ggn_eig": 3}
+QUICK_REPS = {"gemm_shapes": 3, "tanh": 3, "gemm": 3, "gd_step": 3, "graph": 3, "hvp": 3, "eig": 1, "groups": 2, "run": 1,
+              "trace": 1, "density": 1, "ggn_eig": 1}
 
 
 class Worker:
@@ -109,6 +122,24 @@ def check(prim, a, b, dtype, solver_tol):
                 bad.append(f"group row {ra} vs {rb}")
     if prim == "gemm_shapes":
         return ", ".join(f"{k} {a[k] * 1e3:.0f}/{b[k] * 1e3:.0f} ms" for k in a)
+    if prim == "trace":  # independent probes: the estimates agree within their errors
+        se = math.hypot(a["std_error"], b["std_error"])
+        note = f"trace {a['trace']:.4g} ± {a['std_error']:.2g} vs {b['trace']:.4g} ± {b['std_error']:.2g}"
+        if abs(a["trace"] - b["trace"]) > 4 * se:
+            bad.append("traces differ by more than 4 standard errors")
+    if prim == "density":  # independent probes; after 30 steps the top Ritz value is λ_max
+        note = f"top node {a['top_node']:.5g} vs {b['top_node']:.5g}"
+        if rel(a["top_node"], b["top_node"]) > 1e-2:
+            bad.append("top nodes differ")
+    if prim == "ggn_eig":
+        note = f"matvecs {a['matvecs']} vs {b['matvecs']}, λ1 {a['eigenvalues'][0]:.6g} vs {b['eigenvalues'][0]:.6g}"
+        worst = max(rel(x, y) for x, y in zip(a["eigenvalues"], b["eigenvalues"]))
+        if worst > max(tol, 10 * solver_tol):
+            bad.append(f"eigenvalues differ by {worst:.1e}")
+        note = (note + "; " + "MISMATCH: " + "; ".join(bad)) if bad else note
+        return note
+    if prim in ("trace", "density"):
+        return (note + "; MISMATCH: " + "; ".join(bad)) if bad else note
     if prim == "eig":
         note = f"matvecs {a['matvecs']} vs {b['matvecs']}, residual {a['residual']:.1e} vs {b['residual']:.1e}"
     elif prim == "run":
@@ -170,12 +201,12 @@ def main():
                         reps = QUICK_REPS[prim]
                     else:
                         reps = REPS_PAPER.get(prim, REPS[prim]) if size == "paper" else REPS[prim]
-                    req = {"case": case, "prim": prim}
+                    req = {"case": case, "prim": prim, **PRIM_ARGS.get(prim, {})}
                     if args.derivatives != "auto":
                         req["derivatives"] = args.derivatives
                     if args.quick and prim == "run" and size == "paper":
                         req.update(run_steps=meta["run_every"] + 1)
-                    heavy = size == "paper" and prim in ("eig", "run")
+                    heavy = size == "paper" and prim in SOLVES
                     times = {w.name: [] for w in workers}
                     infos = {}
                     if not heavy:  # untimed warm-up of every side
@@ -184,7 +215,7 @@ def main():
                     # Millisecond primitives are timed as a run calls them, back to back: after a
                     # pause (the other worker's turn) the first call pays for waking thread pools
                     # and refilling caches, which a run does not (--batch 1 times single calls).
-                    batch = args.batch if (size != "paper" and prim not in ("eig", "run")) else 1
+                    batch = args.batch if (size != "paper" and prim not in SOLVES) else 1
                     for r in range(reps):
                         order = workers if r % 2 == 0 else workers[::-1]
                         for w in order:

@@ -18,12 +18,20 @@
 //! - `groups`: one round of group metrics: graph, then for the training set and each group its
 //!   loss, ‖g‖, cos²(g, v_max), gᵀHg (the training set's value and gradient from the graph);
 //! - `run`: `run_steps` GD steps (request or problem setting) from θ0 with eoslab's `Monitor` every `every` steps (warm-started
-//!   λ_max to tol, and per group loss, accuracy, ‖g‖, cos², gᵀHg).
+//!   λ_max to tol, and per group loss, accuracy, ‖g‖, cos², gᵀHg);
+//! - `trace`: graph, then Hutch++ on H with the request's `products` (a third each for the
+//!   sketch, its exact trace and Hutchinson on the rest);
+//! - `density`: graph, then stochastic Lanczos quadrature on H: `probes` Rademacher probes of
+//!   `steps` Lanczos steps each, full reorthogonalisation in f64;
+//! - `ggn_eig`: graph, then the top `k` eigenvalues of the Gauss-Newton matrix G from a cold
+//!   start to residual ≤ tol·|λ|.
 use candle_core::{DType, Device, Tensor};
 use eoslab::data::Dataset;
 use eoslab::experiment::{RunConfig, cifar_subset, presets};
 use eoslab::groups::{self, GroupConfig};
-use eoslab::hessian::{HessianOp, LanczosConfig};
+use eoslab::hessian::{
+    Curvature, DensityConfig, HessianOp, LanczosConfig, TraceConfig, TraceMethod,
+};
 use eoslab::loss::LossKind;
 use eoslab::model::{Activation, InitSpec, Model, ModelSpec, flatten};
 use eoslab::monitor::Monitor;
@@ -465,6 +473,7 @@ impl Case {
                     lanczos: self.lanczos(),
                     subset: None,
                     warm_start: true,
+                    track_above: None,
                 };
                 let t = Instant::now();
                 let mut monitor =
@@ -481,9 +490,58 @@ impl Case {
                     }),
                 )
             }
+            "trace" => {
+                let cfg = TraceConfig {
+                    method: TraceMethod::HutchPlusPlus,
+                    products: req_usize(req, "products")?,
+                    seed: 0,
+                };
+                let t = Instant::now();
+                let op = HessianOp::new(model, obj)?;
+                let tr = op.trace(&cfg)?;
+                let s = t.elapsed().as_secs_f64();
+                (
+                    s,
+                    json!({"trace": tr.estimate, "std_error": tr.std_error, "products": tr.products}),
+                )
+            }
+            "density" => {
+                let cfg = DensityConfig {
+                    probes: req_usize(req, "probes")?,
+                    steps: req_usize(req, "steps")?,
+                    ..DensityConfig::default()
+                };
+                let t = Instant::now();
+                let op = HessianOp::new(model, obj)?;
+                let d = op.density(&cfg)?;
+                let s = t.elapsed().as_secs_f64();
+                let top = d.probes.iter().map(|q| q.nodes[0]).fold(f64::MIN, f64::max);
+                (s, json!({"top_node": top, "products": d.products}))
+            }
+            "ggn_eig" => {
+                let cfg = LanczosConfig {
+                    k: req_usize(req, "k")?,
+                    ..self.lanczos()
+                };
+                let t = Instant::now();
+                let op = HessianOp::new(model, obj)?.part(Curvature::GaussNewton);
+                let e = op.top_eigen(&cfg, None)?;
+                let s = t.elapsed().as_secs_f64();
+                (
+                    s,
+                    json!({"eigenvalues": e.values, "matvecs": e.iterations, "converged": e.converged}),
+                )
+            }
             _ => return Err(format!("unknown primitive {prim:?}").into()),
         })
     }
+}
+
+/// A positive integer setting of the request.
+fn req_usize(req: &Value, key: &str) -> Res<usize> {
+    Ok(req[key]
+        .as_u64()
+        .ok_or_else(|| format!("request without {key:?}"))? as usize)
 }
 
 fn flat_norm(t: &Tensor) -> Res<f64> {
