@@ -187,12 +187,26 @@ pub(crate) fn value_and_grad(
     Ok((value, grads, cache, outputs))
 }
 
-/// This chunk's contribution to `H v` (sorted-name parameter order), `v` parameter-shaped.
-pub(crate) fn hvp(
+/// Which terms of the Hessian a product includes. `H = G + R`: the Gauss-Newton part
+/// `G = Jᵀ ∇²ℓ J` enters the R-backward only through `R δ_L`; the residual (functional) part `R`
+/// only through the terms that carry `δ_l` (`δ_lᵀ R h`, `δ_l V_l`, `d ⊙ σ'' ⊙ R a`). The
+/// R-backward is linear in these sources, so dropping one set gives the other part exactly.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Terms {
+    /// Include `Jᵀ ∇²ℓ J v`.
+    pub gauss_newton: bool,
+    /// Include the residual terms.
+    pub residual: bool,
+}
+
+/// This chunk's contribution to `C v` (sorted-name parameter order, `v` parameter-shaped) for
+/// the part `terms` of the Hessian (both terms: `H v`).
+pub(crate) fn curvature_vp(
     layout: &MlpLayout,
     weights: &[(Tensor, Tensor)],
     cache: &ChunkCache,
     v: &[Tensor],
+    terms: Terms,
 ) -> Result<Vec<Tensor>> {
     let n_layers = weights.len();
     // R-forward: R a_l and R h_l.
@@ -214,6 +228,7 @@ pub(crate) fn hvp(
     let r_out = &r_pre[n_layers - 1];
     let inv = 1.0 / cache.denom as f64;
     let mut r_delta = match (cache.loss, &cache.probs) {
+        _ if !terms.gauss_newton => r_out.zeros_like()?,
         // MSE: ∇²ℓ = 2 I (paper convention) or I (½ convention).
         (LossKind::Mse, _) => r_out.affine(2.0 * inv, 0.0)?,
         (LossKind::MseHalf, _) => r_out.affine(inv, 0.0)?,
@@ -234,19 +249,23 @@ pub(crate) fn hvp(
     for l in (0..n_layers).rev() {
         let (wi, bi) = layout.layers[l];
         let delta = &cache.deltas[l];
-        let mut terms = vec![(k::t(&r_delta), k::n(&cache.inputs[l]))];
-        if l > 0 {
-            terms.push((k::t(delta), k::n(&r_hidden[l - 1])));
+        let mut prods = vec![(k::t(&r_delta), k::n(&cache.inputs[l]))];
+        if l > 0 && terms.residual {
+            prods.push((k::t(delta), k::n(&r_hidden[l - 1])));
         }
-        out[wi] = Some(k::matmul(&terms)?);
+        out[wi] = Some(k::matmul(&prods)?);
         out[bi] = Some(k::col_sum(&r_delta)?);
         if l > 0 {
             let vw = v[wi].contiguous()?;
-            let rd = k::matmul(&[
-                (k::n(&r_delta), k::n(&weights[l].0)),
-                (k::n(delta), k::n(&vw)),
-            ])?;
-            let curv = cache.curvature[l - 1].as_ref().map(|c| (c, &r_pre[l - 1]));
+            let mut prods = vec![(k::n(&r_delta), k::n(&weights[l].0))];
+            if terms.residual {
+                prods.push((k::n(delta), k::n(&vw)));
+            }
+            let rd = k::matmul(&prods)?;
+            let curv = cache.curvature[l - 1]
+                .as_ref()
+                .filter(|_| terms.residual)
+                .map(|c| (c, &r_pre[l - 1]));
             r_delta = k::mul_add(&rd, &cache.slope[l - 1], curv)?;
         }
     }

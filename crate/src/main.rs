@@ -17,6 +17,72 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Curvature of a checkpoint's training loss as JSON: spectral density (stochastic Lanczos
+    /// quadrature), trace (Hutch++ or Hutchinson, with standard error) and the top eigenvalues
+    /// of the Hessian H, its Gauss-Newton part G and the residual R = H - G.
+    Spectrum {
+        /// Checkpoint written by any eoslab run (`*.safetensors`).
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Training set exported by the run (`train.safetensors`: x, y, group).
+        #[arg(long)]
+        data: PathBuf,
+        /// Matrices, comma-separated: hessian, gauss-newton, residual.
+        #[arg(long, value_delimiter = ',', default_value = "hessian,gauss-newton")]
+        curvature: Vec<eoslab::hessian::Curvature>,
+        /// Top eigenvalues per matrix.
+        #[arg(long, default_value_t = 5)]
+        k: usize,
+        /// Relative residual tolerance of the top eigenvalues (f32 products resolve little
+        /// below 1e-5: for more, add --dtype f64).
+        #[arg(long, default_value_t = 1e-4)]
+        tol: f64,
+        /// Maximum products per eigen-solve.
+        #[arg(long, default_value_t = 500)]
+        max_iter: usize,
+        /// Trace estimator: hutch++ or hutchinson.
+        #[arg(long, default_value = "hutch++")]
+        trace: eoslab::hessian::TraceMethod,
+        /// Products spent on the trace.
+        #[arg(long, default_value_t = 90)]
+        trace_products: usize,
+        /// SLQ probes.
+        #[arg(long, default_value_t = 4)]
+        probes: usize,
+        /// Lanczos steps per SLQ probe.
+        #[arg(long, default_value_t = 60)]
+        steps: usize,
+        /// Density grid points.
+        #[arg(long, default_value_t = 400)]
+        grid: usize,
+        /// Gaussian smoothing width, as a fraction of the spectral range.
+        #[arg(long, default_value_t = 0.01)]
+        sigma: f64,
+        /// Seed of the random probes.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// `cpu` or `cuda:N`.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// `f32`, `f64`, or `checkpoint` (the dtype it was saved in).
+        #[arg(long, default_value = "checkpoint")]
+        dtype: String,
+    },
+    /// Curvature along one fork (notebook 05): train one seed to t*, fork, and at points before
+    /// t*, at t* and after it on both branches compute the density, trace and top eigenvalues
+    /// of H, G and R; writes config.json, spectra.json, spectra.{csv,parquet} and figures.
+    Spectra {
+        /// Configuration (`config.json` of an earlier `spectra` run); default: the
+        /// cifar10-subset preset's (notebook 05).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Override a field, e.g. `--set seed=3`, `--set branch.run.loss=ce` (repeatable).
+        #[arg(long = "set", value_name = "PATH=VALUE")]
+        set: Vec<String>,
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Top-k Hessian eigenvalues of a checkpoint on a training set, as JSON.
     Sharpness {
         /// Checkpoint written by any eoslab run (`*.safetensors`).
@@ -356,6 +422,54 @@ fn collect(dir: &std::path::Path) -> Result<()> {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Spectrum {
+            checkpoint,
+            data,
+            curvature,
+            k,
+            tol,
+            max_iter,
+            trace,
+            trace_products,
+            probes,
+            steps,
+            grid,
+            sigma,
+            seed,
+            device,
+            dtype,
+        } => {
+            let mut o = eoslab::cli::SpectrumOptions::new(checkpoint, data);
+            o.spectrum = eoslab::hessian::SpectrumConfig {
+                curvatures: curvature,
+                k,
+                tol,
+                max_iter,
+                trace: eoslab::hessian::TraceConfig {
+                    method: trace,
+                    products: trace_products,
+                    seed,
+                },
+                density: eoslab::hessian::DensityConfig {
+                    probes,
+                    steps,
+                    grid,
+                    sigma,
+                    seed,
+                    ..Default::default()
+                },
+            };
+            (o.device, o.dtype) = (device, dtype);
+            let report = eoslab::cli::spectrum(&o)?;
+            println!("{}", serde_json::to_string_pretty(&report).expect("json"));
+            Ok(())
+        }
+        Command::Spectra { config, set, out } => {
+            let r = eoslab::cli::spectra(config.as_deref(), &set, &out)?;
+            println!("{}", r.table()?);
+            println!("written to {}", out.display());
+            Ok(())
+        }
         Command::Sharpness {
             checkpoint,
             data,

@@ -83,6 +83,8 @@ pub struct LinePlot {
     pub bands: Vec<Band>,
     /// Horizontal reference lines `(y, label, color)`, drawn dotted.
     pub hlines: Vec<(f64, String, usize)>,
+    /// Vertical reference lines `(x, label, color)`, drawn dotted (e.g. 2/η on a spectrum).
+    pub vlines: Vec<(f64, String, usize)>,
     /// A shaded x-window `(start, end, label)` (e.g. the window [t*, t**]).
     pub window: Option<(f64, f64, String)>,
     /// Logarithmic y axis.
@@ -146,6 +148,11 @@ impl LinePlot {
     /// Add a horizontal reference line.
     pub fn hline(mut self, y: f64, label: impl Into<String>, color: usize) -> Self {
         self.hlines.push((y, label.into(), color));
+        self
+    }
+    /// Add a vertical reference line.
+    pub fn vline(mut self, x: f64, label: impl Into<String>, color: usize) -> Self {
+        self.vlines.push((x, label.into(), color));
         self
     }
     /// Shade an x-window.
@@ -245,6 +252,9 @@ impl LinePlot {
         for y in hl {
             (y0, y1) = (y0.min(y), y1.max(y));
         }
+        for (x, _, _) in self.vlines.iter().filter(|v| v.0.is_finite()) {
+            (x0, x1) = (x0.min(*x), x1.max(*x));
+        }
         if let Some((a, b)) = self.y_range {
             (y0, y1) = (self.ty(a).unwrap_or(y0), self.ty(b).unwrap_or(y1));
         }
@@ -305,6 +315,14 @@ impl LinePlot {
                     .label(label.clone())
                     .legend(move |(x, yy)| PathElement::new(vec![(x, yy), (x + 16, yy)], col));
             }
+        }
+        for (x, label, c) in self.vlines.iter().filter(|v| v.0.is_finite()) {
+            let col = PALETTE[c % PALETTE.len()];
+            let style = ShapeStyle::from(&col).stroke_width(1);
+            chart
+                .draw_series(DashedLineSeries::new(vec![(*x, y0), (*x, y1)], 2, 4, style))?
+                .label(label.clone())
+                .legend(move |(x, yy)| PathElement::new(vec![(x, yy), (x + 16, yy)], col));
         }
         for (c, dashed, label, pts) in &series {
             let col = PALETTE[c % PALETTE.len()];
@@ -380,11 +398,12 @@ mod tests {
             .line("stable", vec![(0.0, 1.5), (2.0, 1.0)], 1, true)
             .band(vec![(0.0, 0.5, 1.5), (2.0, 0.8, 1.2)], 0)
             .hline(2.0, "2/η", 3)
+            .vline(1.75, "t**", 2)
             .window(0.5, 1.5, "window")
             .render()
             .unwrap();
         assert!(f.svg.starts_with("<svg"));
-        for s in ["sharpness", "step", "2/η", "window", "stable"] {
+        for s in ["sharpness", "step", "2/η", "t**", "window", "stable"] {
             assert!(f.svg.contains(s), "missing {s}");
         }
         let log = LinePlot::new("g", "t", "|g|")

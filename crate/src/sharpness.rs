@@ -18,6 +18,22 @@ pub struct SharpnessConfig {
     pub subset: Option<Vec<usize>>,
     /// Warm-start each solve from the previous eigenvectors.
     pub warm_start: bool,
+    /// Track every eigenvalue above a threshold instead of a fixed `lanczos.k` (see
+    /// [`TrackAbove`]); `None`: exactly `lanczos.k`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub track_above: Option<TrackAbove>,
+}
+
+/// Track every eigenvalue above `c/η`, as central flows do: each solve asks for one more pair
+/// than the previous measurement had above `c/η` (so a pair is added as soon as the smallest
+/// tracked one rises above it, and dropped when it falls below), at least `lanczos.k` and at
+/// most `max_k`. Eigenvectors keep their sign from one measurement to the next.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrackAbove {
+    /// The threshold is `c / η` (η the step size in force at the measurement).
+    pub c: f64,
+    /// Most eigenpairs tracked.
+    pub max_k: usize,
 }
 
 impl Default for SharpnessConfig {
@@ -27,6 +43,7 @@ impl Default for SharpnessConfig {
             lanczos: LanczosConfig::default(),
             subset: None,
             warm_start: true,
+            track_above: None,
         }
     }
 }
@@ -116,7 +133,18 @@ impl SharpnessTracker {
         } else {
             None
         };
-        let eig = op.top_eigen(&self.config.lanczos, start)?;
+        let mut cfg = self.config.lanczos.clone();
+        cfg.k = self.next_k().min(op.dim());
+        let mut eig = op.top_eigen(&cfg, start)?;
+        if let (Some(_), Some(prev)) = (self.config.track_above, &self.vectors) {
+            // Lanczos returns ±y at random: keep each pair's sign continuous in time.
+            for (y, p) in eig.vectors.iter_mut().zip(prev) {
+                let d = (&*y * p)?.sum_all()?.to_dtype(candle_core::DType::F64)?;
+                if d.to_scalar::<f64>()? < 0.0 {
+                    *y = y.neg()?;
+                }
+            }
+        }
         self.records.push(SharpnessRecord {
             step,
             t_eff,
@@ -130,6 +158,20 @@ impl SharpnessTracker {
         });
         self.vectors = Some(eig.vectors);
         Ok(self.records.last().expect("just pushed"))
+    }
+
+    /// Number of eigenpairs the next solve asks for: `lanczos.k`, or with [`TrackAbove`] one
+    /// more than the last measurement had above `c/η` (kept in `lanczos.k..=max_k`). Derived
+    /// from the records alone, so a resumed run continues the same way.
+    pub fn next_k(&self) -> usize {
+        let k = self.config.lanczos.k;
+        match (self.config.track_above, self.records.last()) {
+            (Some(t), Some(r)) => {
+                let above = r.values.iter().filter(|v| **v >= t.c / r.lr).count();
+                (above + 1).clamp(k, t.max_k.max(k))
+            }
+            _ => k,
+        }
     }
 
     /// The first edge-of-stability entry t* (see [`eos_entry`]).
@@ -210,6 +252,31 @@ mod tests {
             converged: true,
             warm: false,
         }
+    }
+
+    #[test]
+    fn tracked_count_follows_the_eigenvalues_above_the_threshold() {
+        let mut t = SharpnessTracker::new(SharpnessConfig {
+            track_above: Some(TrackAbove { c: 1.5, max_k: 3 }),
+            ..SharpnessConfig::default()
+        });
+        assert_eq!(t.next_k(), 1);
+        // lr 0.1: threshold c/η = 15.
+        let mut r = rec(0, 14.0);
+        t.records.push(r.clone());
+        assert_eq!(t.next_k(), 1);
+        r.values = vec![16.0];
+        t.records.push(r.clone());
+        assert_eq!(t.next_k(), 2, "the smallest tracked rose above: add one");
+        r.values = vec![19.0, 17.0];
+        t.records.push(r.clone());
+        assert_eq!(t.next_k(), 3);
+        r.values = vec![19.0, 17.0, 16.0];
+        t.records.push(r.clone());
+        assert_eq!(t.next_k(), 3, "capped at max_k");
+        r.values = vec![19.0, 12.0, 11.0];
+        t.records.push(r);
+        assert_eq!(t.next_k(), 2, "fell below: dropped");
     }
 
     #[test]

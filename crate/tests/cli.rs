@@ -52,6 +52,7 @@ fn sharpness_command_matches_tracked_value() {
         },
         subset: None,
         warm_start: true,
+        track_above: None,
     });
     {
         // 31 steps: the tracker measures θ_0, θ_10, θ_20 and θ_30 (before each update).
@@ -87,6 +88,46 @@ fn sharpness_command_matches_tracked_value() {
     assert_eq!(out["step"], 30);
     assert_eq!(out["fingerprint_matches_checkpoint"], true);
 
+    // `eoslab spectrum` on the same checkpoint: its top Hessian eigenvalue is the same λ, and
+    // with Hutch++ sketching the whole space (3p products) the traces are exact: tr H = tr G + tr R.
+    let mut o = eoslab::cli::SpectrumOptions::new(ck.clone(), data.clone());
+    o.spectrum.curvatures = vec![
+        eoslab::hessian::Curvature::Hessian,
+        eoslab::hessian::Curvature::GaussNewton,
+        eoslab::hessian::Curvature::Residual,
+    ];
+    o.spectrum.tol = 1e-10;
+    o.spectrum.trace.products = 3 * gd30.model.num_params();
+    let sp = eoslab::cli::spectrum(&o).unwrap();
+    let c = &sp["curvature"];
+    let top = c["hessian"]["top"]["eigenvalues"][0].as_f64().unwrap();
+    assert!(
+        (top - rec.values[0]).abs() < 1e-8 * top,
+        "spectrum {top} vs {}",
+        rec.values[0]
+    );
+    let tr = |m: &str| c[m]["trace"]["estimate"].as_f64().unwrap();
+    let (th, tg, tres) = (tr("hessian"), tr("gauss-newton"), tr("residual"));
+    assert!(
+        (th - tg - tres).abs() < 1e-8 * th.abs(),
+        "traces {th} vs {tg} + {tres}"
+    );
+    let outlier = c["hessian"]["density"]["outliers"][0].as_f64().unwrap();
+    assert!(
+        (outlier - top).abs() < 1e-6 * top,
+        "SLQ outlier {outlier} vs {top}"
+    );
+    let g_min = c["gauss-newton"]["density"]["outliers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .fold(f64::INFINITY, f64::min);
+    assert!(
+        g_min > -1e-8 * top,
+        "G has a resolved negative eigenvalue {g_min}"
+    );
+
     // Wrong inputs: a data file whose width does not fit the model, a missing checkpoint.
     let wide = Dataset::new("wide", vec![0.0; 4 * 7], vec![0, 1, 0, 1], 7, 2).unwrap();
     let wide_path = dir.join("wide.safetensors");
@@ -114,6 +155,13 @@ fn sharpness_command_matches_tracked_value() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("without CUDA"), "{e}");
+    let e = eoslab::cli::spectrum(&eoslab::cli::SpectrumOptions::new(ck.clone(), wide_path))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("wide.safetensors") && e.contains("7 features"),
+        "{e}"
+    );
 }
 
 #[test]

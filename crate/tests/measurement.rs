@@ -65,6 +65,7 @@ fn sharpness() -> SharpnessConfig {
         },
         subset: None,
         warm_start: true,
+        track_above: None,
     }
 }
 

@@ -50,6 +50,7 @@ fn group_metrics_match_direct_computation() {
         },
         subset: None,
         warm_start: true,
+        track_above: None,
     };
     let mut mon = Monitor::new(cfg, &obj, &train, None, "eos", 7).unwrap();
     let rec = mon.measure(&gd).unwrap();

@@ -9,9 +9,24 @@ use crate::resume::{Flow, Plan, Resume, Stateful, drive};
 use crate::train::{Every, GradientDescent, Observer, Progress};
 use crate::{Error, Result};
 
+/// The baseline of one seed at step 0: the seed's initialisation, gradient descent on `train` at
+/// the baseline rate.
+pub fn start(cfg: &BranchConfig, train: &Dataset, seed: u64) -> Result<GradientDescent> {
+    let run = &cfg.run;
+    let (device, dtype) = (run.device()?, run.dtype()?);
+    let spec = run.model_spec(train.d, train.n_classes);
+    let init = InitSpec {
+        scale: run.init_scale,
+        seed,
+    };
+    let model = Model::new(&spec, init, &device, dtype)?;
+    let objective = Objective::from_dataset(train, &device, dtype, run.loss, run.chunk)?;
+    GradientDescent::new(model, objective, cfg.rates().2, run.momentum)
+}
+
 /// The baseline of one seed, trained at the baseline rate until λ_max reaches the EoS rate's
 /// threshold 2(1+β)/η (after the burn-in): the process at the fork and its monitor.
-pub(super) fn run_baseline(
+pub fn run_baseline(
     cfg: &BranchConfig,
     train: &Dataset,
     test: &Dataset,
@@ -20,16 +35,10 @@ pub(super) fn run_baseline(
 ) -> Result<(GradientDescent, Monitor)> {
     let run = &cfg.run;
     let (device, dtype) = (run.device()?, run.dtype()?);
-    let (eta_eos, _, eta_base) = cfg.rates();
-    let spec = run.model_spec(train.d, train.n_classes);
-    let init = InitSpec {
-        scale: run.init_scale,
-        seed,
-    };
-    let model = Model::new(&spec, init, &device, dtype)?;
-    let objective = Objective::from_dataset(train, &device, dtype, run.loss, run.chunk)?;
+    let (eta_eos, _, _) = cfg.rates();
+    let mut gd = start(cfg, train, seed)?;
+    let objective = gd.objective.clone();
     let test_obj = Objective::from_dataset(test, &device, dtype, run.loss, run.chunk)?;
-    let mut gd = GradientDescent::new(model, objective.clone(), eta_base, run.momentum)?;
     let mut monitor = Monitor::with_config(
         run.sharpness.clone(),
         cfg.monitor.clone(),

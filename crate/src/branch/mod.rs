@@ -4,7 +4,7 @@
 //! t_eff grid ([`compare`]); per-group effects across seeds are in [`effects`], how a branch's
 //! λ_max settles in [`settling`]. Every process runs in the one driver loop,
 //! [`crate::resume::drive`].
-mod baseline;
+pub mod baseline;
 pub mod compare;
 mod effects;
 pub mod fork;
@@ -219,7 +219,7 @@ pub fn run_seed_with(
     let clock = std::time::Instant::now();
     let (gd, monitor) = baseline::run_baseline(cfg, train, test, seed, resume)?;
     let mut seconds = vec![clock.elapsed().as_secs_f64()];
-    let (mut eos, mut stable) = fork(cfg, &gd, &monitor, seed)?;
+    let (mut eos, mut stable) = fork_seed(cfg, &gd, &monitor, seed)?;
     if let Some(dir) = dir {
         save_fork(cfg, &gd, train, seed, dir)?;
     }
@@ -249,8 +249,8 @@ pub fn run_seed_with(
 }
 
 /// The two branches forked from the baseline's state `gd`, whose last measurement (by
-/// `monitor`) is at the fork step: `(EoS branch, stable branch)`.
-fn fork(
+/// `monitor`) is at the fork step: `(EoS branch, stable branch)`; errors name the seed.
+pub fn fork_seed(
     cfg: &BranchConfig,
     gd: &GradientDescent,
     monitor: &Monitor,

@@ -3,6 +3,7 @@
 mod claim;
 pub mod collect;
 mod rerun;
+mod spectrum;
 pub mod sweep;
 
 pub use crate::experiment::options::{ClaimOptions, DESIGNS, DataChoice, PRESETS};
@@ -10,6 +11,7 @@ pub use claim::{
     claim, claim_with, print_verdicts, resolve, run_claim, run_claim_with, run_claims_with,
 };
 pub use rerun::{Experiment, read as read_config, rerun};
+pub use spectrum::{SpectrumOptions, spectra, spectrum};
 
 use crate::checkpoint::{Checkpoint, parse_dtype};
 use crate::config::parse_device;
@@ -29,41 +31,12 @@ pub fn sharpness(
     device: &str,
     dtype: &str,
 ) -> Result<serde_json::Value> {
-    let ck = Checkpoint::load(checkpoint)?;
-    let ds = crate::data::tensors::load(data)?;
-    let device = parse_device(device)?;
-    let dtype = if dtype == "checkpoint" {
-        parse_dtype(&ck.meta.dtype)?
-    } else {
-        parse_dtype(dtype)?
-    };
-    if ds.d != ck.meta.spec.input_dim() || ds.n_classes > ck.meta.spec.output_dim() {
-        return Err(Error::data(
-            data,
-            format!(
-                "{} features / {} classes do not fit the checkpoint's model ({} inputs, {} outputs)",
-                ds.d,
-                ds.n_classes,
-                ck.meta.spec.input_dim(),
-                ck.meta.spec.output_dim()
-            ),
-        ));
-    }
-    let fp = ds.fingerprint();
-    let model = ck.model(&device, dtype)?;
-    let objective = Objective::from_dataset(&ds, &device, dtype, ck.meta.loss, None)?;
-    let objective = if ds.n_classes < ck.meta.spec.output_dim() {
-        // Labels only cover some classes: widen the one-hot targets to the model's outputs.
-        Objective::new(
-            objective.x().clone(),
-            objective.y().clone(),
-            ck.meta.spec.output_dim(),
-            ck.meta.loss,
-            None,
-        )?
-    } else {
-        objective
-    };
+    let Point {
+        ck,
+        model,
+        objective,
+        fingerprint: fp,
+    } = Point::load(checkpoint, data, device, dtype)?;
     let op = HessianOp::new(&model, &objective)?;
     let eig = op.top_eigen(
         &LanczosConfig {
@@ -89,6 +62,52 @@ pub fn sharpness(
         "dataset_fingerprint": fp,
         "fingerprint_matches_checkpoint": fp == ck.meta.dataset_fingerprint,
     }))
+}
+
+/// A checkpoint's model and the training objective on a dataset file, checked to fit.
+pub(crate) struct Point {
+    pub ck: Checkpoint,
+    pub model: crate::model::Model,
+    pub objective: Objective,
+    pub fingerprint: String,
+}
+
+impl Point {
+    /// Load `checkpoint` on `device` (`dtype`: `f32`, `f64` or `checkpoint`) with `data`.
+    pub(crate) fn load(checkpoint: &Path, data: &Path, device: &str, dtype: &str) -> Result<Point> {
+        let ck = Checkpoint::load(checkpoint)?;
+        let ds = crate::data::tensors::load(data)?;
+        let device = parse_device(device)?;
+        let dtype = if dtype == "checkpoint" {
+            parse_dtype(&ck.meta.dtype)?
+        } else {
+            parse_dtype(dtype)?
+        };
+        if ds.d != ck.meta.spec.input_dim() || ds.n_classes > ck.meta.spec.output_dim() {
+            return Err(Error::data(
+                data,
+                format!(
+                    "{} features / {} classes do not fit the checkpoint's model ({} inputs, {} \
+                     outputs)",
+                    ds.d,
+                    ds.n_classes,
+                    ck.meta.spec.input_dim(),
+                    ck.meta.spec.output_dim()
+                ),
+            ));
+        }
+        let fingerprint = ds.fingerprint();
+        let model = ck.model(&device, dtype)?;
+        let (x, y) = ds.to_tensors(&device, dtype)?;
+        // Labels may cover only some classes: the one-hot targets take the model's outputs.
+        let objective = Objective::new(x, y, ck.meta.spec.output_dim(), ck.meta.loss, None)?;
+        Ok(Point {
+            ck,
+            model,
+            objective,
+            fingerprint,
+        })
+    }
 }
 
 /// Options of `eoslab train`: one baseline training run of a preset with per-step losses,

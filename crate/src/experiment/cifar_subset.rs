@@ -45,7 +45,9 @@ use crate::branch::{BranchConfig, Design, Measurement};
 use crate::config::{DataConfig, DataSource, RunConfig, Standardize};
 use crate::data::Reduce;
 use crate::eos::EosConfig;
+use crate::experiment::spectra::SpectraConfig;
 use crate::groups::{GroupConfig, InputOutlierMode, OutputOutlierMode};
+use crate::hessian::{Curvature, SpectrumConfig};
 use crate::loss::LossKind;
 use crate::model::Activation;
 use crate::monitor::MonitorConfig;
@@ -188,4 +190,32 @@ pub fn saturation_removed() -> (BranchConfig, BranchConfig) {
     let mut mse = tradeoff();
     mse.groups.output_outlier_mode = OutputOutlierMode::Removed;
     (cross_entropy(&mse), mse)
+}
+
+/// Notebook 05 and `eoslab spectra`: the curvature along one exit fork of [`tradeoff`] (seed 0):
+/// before t* (at half the fork step), at t*, and 5 and 15 units of effective time after the
+/// fork on both branches (15 = the claims' horizon under MSE: after the stable branch's own
+/// t** in the probes). At each point H, its Gauss-Newton part G and the residual R = H − G:
+/// top 5 eigenvalues to a relative residual of 1e-4 (the tracker's tolerance: the model is
+/// f32), Hutch++ with 90 products, SLQ with 4 probes of 60 steps.
+pub fn spectra() -> SpectraConfig {
+    let mut branch = tradeoff();
+    branch.monitor = MonitorConfig::default();
+    branch.baseline_metrics = false;
+    branch.seeds = vec![0];
+    SpectraConfig {
+        branch,
+        seed: 0,
+        before: 0.5,
+        after: vec![5.0, 15.0],
+        spectrum: SpectrumConfig {
+            curvatures: vec![
+                Curvature::Hessian,
+                Curvature::GaussNewton,
+                Curvature::Residual,
+            ],
+            max_iter: 300,
+            ..SpectrumConfig::default()
+        },
+    }
 }

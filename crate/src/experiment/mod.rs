@@ -6,6 +6,7 @@ pub mod options;
 pub mod paper;
 pub mod presets;
 pub mod regime;
+pub mod spectra;
 
 pub use crate::config::{
     self, DataConfig, DataSource, DeviceSpec, Precision, RunConfig, Standardize,

@@ -138,6 +138,7 @@ pub(crate) fn sharpness_every(every: usize) -> SharpnessConfig {
         },
         subset: None,
         warm_start: true,
+        track_above: None,
     }
 }
 

@@ -1,6 +1,6 @@
 //! Lanczos with full reorthogonalisation for the largest algebraic eigenvalues of a symmetric
 //! operator given only as matrix-vector products on device tensors.
-use super::krylov::{Host, Krylov, OnDevice, dot};
+use super::krylov::{Host, Krylov, OnDevice, dot, expand};
 use crate::rng::Rng;
 use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor};
@@ -46,14 +46,14 @@ pub struct Eigen {
     pub converged: bool,
 }
 
-fn random_unit(dim: usize, rng: &mut Rng) -> Vec<f64> {
+pub(super) fn random_unit(dim: usize, rng: &mut Rng) -> Vec<f64> {
     let v = rng.normals(dim);
     let c = 1.0 / dot(&v, &v).sqrt();
     v.iter().map(|x| x * c).collect()
 }
 
 /// Eigen-decomposition of the tridiagonal matrix (α on the diagonal, β off it), descending.
-fn tridiagonal_eigen(alpha: &[f64], beta: &[f64]) -> (Vec<f64>, DMatrix<f64>) {
+pub(super) fn tridiagonal_eigen(alpha: &[f64], beta: &[f64]) -> (Vec<f64>, DMatrix<f64>) {
     let m = alpha.len();
     let t = DMatrix::from_fn(m, m, |i, j| {
         if i == j {
@@ -139,20 +139,7 @@ pub(crate) fn lanczos_in<K: Krylov>(
     let (mut alpha, mut beta): (Vec<f64>, Vec<f64>) = (Vec::new(), Vec::new());
     let mut result = None;
     for j in 0..max_iter {
-        let mut w = space.load(&op(&space.operand(&q)?)?)?;
-        if space.len(&w) != dim {
-            return Err(Error::Numerics(format!(
-                "lanczos: operator returned {} values for dimension {dim}",
-                space.len(&w)
-            )));
-        }
-        let a = space.dot(&w, &q)?;
-        if !a.is_finite() {
-            return Err(Error::Numerics(format!(
-                "lanczos: non-finite Rayleigh quotient at iteration {j}"
-            )));
-        }
-        basis.push(q);
+        let (mut w, a) = expand(space, &mut op, q, &mut basis, dim, ("lanczos", j))?;
         alpha.push(a);
         space.orthogonalise(&mut w, &basis)?;
         let b = space.norm(&w)?;

@@ -1,24 +1,36 @@
-//! Curvature of the training loss: exact Hessian-vector products by double backward, a central
-//! finite-difference cross-check in f64, and the top eigenpairs by Lanczos.
+//! Curvature of the training loss: exact Hessian-vector products by double backward (and the
+//! Gauss-Newton / residual parts of the Hessian), a central finite-difference cross-check in
+//! f64, the top eigenpairs by Lanczos, the trace by Hutchinson and Hutch++, the spectral
+//! density by stochastic Lanczos quadrature, and all of them at one point ([`spectrum`]).
+mod density;
 mod krylov;
 mod lanczos;
+mod spectrum;
+mod trace;
 
+pub use crate::objective::Curvature;
+pub use density::{Density, DensityConfig, density};
 pub use lanczos::{Eigen, LanczosConfig, lanczos};
+pub use spectrum::{PartSpectrum, SpectrumConfig, Top, spectrum};
+pub use trace::{TraceConfig, TraceEstimate, TraceMethod, trace};
 
 use crate::model::{Model, flatten};
 use crate::objective::{GradGraph, Objective};
 use crate::{Error, Result};
 use candle_core::{DType, Tensor};
 use std::cell::Cell;
+use std::rc::Rc;
 
-/// The Hessian of an objective at the model's current parameters, as a linear operator.
+/// The Hessian of an objective at the model's current parameters (or one part of its
+/// Gauss-Newton split, see [`HessianOp::part`]), as a linear operator.
 ///
 /// Building it runs one forward and one backward pass and keeps their graph; each product then
 /// costs only the second backward pass. It is valid until the parameters change.
 pub struct HessianOp<'a> {
     model: &'a Model,
-    graph: GradGraph,
-    products: Cell<usize>,
+    graph: Rc<GradGraph>,
+    which: Curvature,
+    products: Rc<Cell<usize>>,
 }
 
 impl<'a> HessianOp<'a> {
@@ -26,9 +38,24 @@ impl<'a> HessianOp<'a> {
     pub fn new(model: &'a Model, objective: &Objective) -> Result<Self> {
         Ok(HessianOp {
             model,
-            graph: objective.grad_graph(model)?,
-            products: Cell::new(0),
+            graph: Rc::new(objective.grad_graph(model)?),
+            which: Curvature::Hessian,
+            products: Rc::new(Cell::new(0)),
         })
+    }
+    /// The same point's Hessian, Gauss-Newton matrix or residual part, sharing this operator's
+    /// graph (and its product count).
+    pub fn part(&self, which: Curvature) -> HessianOp<'a> {
+        HessianOp {
+            model: self.model,
+            graph: Rc::clone(&self.graph),
+            which,
+            products: Rc::clone(&self.products),
+        }
+    }
+    /// Which curvature matrix this operator multiplies by.
+    pub fn curvature(&self) -> Curvature {
+        self.which
     }
     /// Objective value at these parameters.
     pub fn value(&self) -> f64 {
@@ -46,10 +73,10 @@ impl<'a> HessianOp<'a> {
     pub fn products(&self) -> usize {
         self.products.get()
     }
-    /// `H v` for parameter-shaped `v`.
+    /// `H v` (or `G v`, `R v`: see [`HessianOp::part`]) for parameter-shaped `v`.
     pub fn apply(&self, v: &[Tensor]) -> Result<Vec<Tensor>> {
         self.products.set(self.products.get() + 1);
-        self.graph.hvp(v)
+        self.graph.curvature_vp(v, self.which)
     }
     /// `H v` for a flat `v` (sorted-name order).
     pub fn apply_flat(&self, v: &Tensor) -> Result<Tensor> {
@@ -68,6 +95,26 @@ impl<'a> HessianOp<'a> {
             self.model.dtype(),
             cfg,
             start,
+        )
+    }
+    /// Trace estimate (Hutchinson or Hutch++) with its standard error.
+    pub fn trace(&self, cfg: &TraceConfig) -> Result<TraceEstimate> {
+        trace(
+            |v| self.apply_flat(v),
+            self.dim(),
+            self.model.device(),
+            self.model.dtype(),
+            cfg,
+        )
+    }
+    /// Spectral density by stochastic Lanczos quadrature.
+    pub fn density(&self, cfg: &DensityConfig) -> Result<Density> {
+        density(
+            |v| self.apply_flat(v),
+            self.dim(),
+            self.model.device(),
+            self.model.dtype(),
+            cfg,
         )
     }
 }
@@ -125,8 +172,13 @@ pub fn hvp_finite_difference(
 /// The dense Hessian (row-major `p x p`, f64), built column by column from exact products.
 /// For tiny models and tests only: it costs `p` products and `p²` memory.
 pub fn dense_hessian(model: &Model, objective: &Objective) -> Result<Vec<f64>> {
+    dense_curvature(model, objective, Curvature::Hessian)
+}
+
+/// [`dense_hessian`] of one part of the Gauss-Newton split (or the Hessian itself).
+pub fn dense_curvature(model: &Model, objective: &Objective, which: Curvature) -> Result<Vec<f64>> {
     let p = model.num_params();
-    let op = HessianOp::new(model, objective)?;
+    let op = HessianOp::new(model, objective)?.part(which);
     let mut out = vec![0.0; p * p];
     for j in 0..p {
         let mut e = vec![0.0f64; p];

@@ -5,6 +5,10 @@
 //! MLPs get their derivatives in closed form ([`crate::analytic`]: backpropagation and the
 //! R-operator, exact, without autodiff overhead); other models use candle's autodiff (double
 //! backward for HVPs). [`Derivatives::Autodiff`] forces autodiff everywhere, as a reference.
+mod split;
+
+pub use split::Curvature;
+
 use crate::analytic::{self, ChunkCache, MlpLayout};
 use crate::autodiff::{ensure_second_order, require_graph};
 use crate::data::Dataset;
@@ -70,6 +74,11 @@ enum Graph {
         /// attached.
         chunks: Vec<Vec<Tensor>>,
         vars: Vec<candle_core::Var>,
+        /// Per chunk: the model outputs (attached) and one-hot targets, for the Gauss-Newton
+        /// split.
+        outputs: Vec<(Tensor, Tensor)>,
+        loss: LossKind,
+        n: usize,
     },
     Mlp {
         layout: MlpLayout,
@@ -297,9 +306,12 @@ impl Objective {
         let n = self.n();
         let mut value = 0.0;
         let mut chunks = Vec::new();
+        let mut outputs = Vec::new();
         for (s, len) in self.chunks() {
             let out = model.forward(&self.x.narrow(0, s, len)?)?;
-            let l = loss::sum_over(self.loss, &out, &self.onehot.narrow(0, s, len)?, n)?;
+            let onehot = self.onehot.narrow(0, s, len)?;
+            let l = loss::sum_over(self.loss, &out, &onehot, n)?;
+            outputs.push((out, onehot));
             value += l.to_dtype(DType::F64)?.to_scalar::<f64>()?;
             let gs = l.backward()?;
             let mut g = Vec::with_capacity(model.params().len());
@@ -315,6 +327,9 @@ impl Objective {
             inner: Graph::Autodiff {
                 chunks,
                 vars: model.params().iter().map(|(_, v)| v.clone()).collect(),
+                outputs,
+                loss: self.loss,
+                n,
             },
             value,
         })
@@ -407,6 +422,12 @@ impl GradGraph {
 
     /// Exact Hessian-vector product `H v`; `v` is parameter-shaped (sorted-name order).
     pub fn hvp(&self, v: &[Tensor]) -> Result<Vec<Tensor>> {
+        self.curvature_vp(v, Curvature::Hessian)
+    }
+
+    /// Exact product `C v` with the Hessian or one part of its Gauss-Newton split `H = G + R`
+    /// (see [`Curvature`]); `v` is parameter-shaped (sorted-name order).
+    pub fn curvature_vp(&self, v: &[Tensor], which: Curvature) -> Result<Vec<Tensor>> {
         let n_params = match &self.inner {
             Graph::Autodiff { vars, .. } => vars.len(),
             Graph::Mlp { gradient, .. } => gradient.len(),
@@ -419,16 +440,27 @@ impl GradGraph {
             )));
         }
         match &self.inner {
-            Graph::Autodiff { chunks, vars } => Self::hvp_autodiff(chunks, vars, v),
+            Graph::Autodiff { chunks, vars, .. } if which == Curvature::Hessian => {
+                Self::hvp_autodiff(chunks, vars, v)
+            }
+            Graph::Autodiff {
+                vars,
+                outputs,
+                loss,
+                n,
+                ..
+            } => split::autodiff_vp(outputs, vars, *loss, *n, v, which),
             Graph::Mlp {
                 layout,
                 weights,
                 caches,
                 ..
             } => {
+                let terms = which.terms();
                 let mut out = None;
                 for cache in caches {
-                    out = Some(sum_into(out, analytic::hvp(layout, weights, cache, v)?)?);
+                    let c = analytic::curvature_vp(layout, weights, cache, v, terms)?;
+                    out = Some(sum_into(out, c)?);
                 }
                 Ok(out.expect("at least one chunk"))
             }
